@@ -1,0 +1,53 @@
+"""Command-line interface: one module per group of subcommands, listed explicitly below.
+
+Every user mistake surfaces as :class:`~taskarith_core.errors.InputError`, printed as one line on
+stderr with exit code 2. Progress goes to stderr as a tqdm bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ..errors import InputError
+from . import engine_cmds
+
+__all__ = ["build_parser", "main"]
+
+# Each module has ``register(subparsers)``; a command sets ``func(args) -> int`` as its default.
+COMMAND_MODULES = [engine_cmds]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes get one line on stderr and exit code 2, like every other input error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="python -m taskarith_core",
+        description="Merge, negate and analyse task vectors of CLIP vision models.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,44 @@
+"""Consensus merging with TALL masks (Wang et al. 2024).
+
+tau_MTL = sum_t tau_t; TALL mask m_t = |tau_t| >= lambda_t |tau_MTL - tau_t|; the consensus mask
+keeps the entries at least k tasks claim; merged = theta_pre + lambda * consensus * tau_MTL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from ..taskvec import StateDict
+from ._per_tensor import apply_per_tensor
+
+__all__ = ["consensus_merge", "tall_masks_for_tensor"]
+
+
+def tall_masks_for_tensor(
+    taus: Sequence[torch.Tensor], tall_lambda: float | Sequence[float]
+) -> list[torch.Tensor]:
+    """Per-task TALL masks of one tensor."""
+    lambdas = [tall_lambda] * len(taus) if isinstance(tall_lambda, int | float) else tall_lambda
+    total = torch.stack(list(taus)).sum(0)
+    return [tau.abs() >= lt * (total - tau).abs() for tau, lt in zip(taus, lambdas)]
+
+
+def consensus_merge(
+    pretrained: Mapping[str, torch.Tensor],
+    finetuned: Sequence[Mapping[str, torch.Tensor]],
+    *,
+    lam: float = 0.4,
+    tall_lambda: float | Sequence[float] = 0.4,
+    k: int = 2,
+) -> StateDict:
+    """Task arithmetic restricted to the entries that at least ``k`` TALL masks select."""
+
+    def rule(_key: str, _pre: torch.Tensor, taus: list[torch.Tensor]) -> torch.Tensor:
+        masks = tall_masks_for_tensor(taus, tall_lambda)
+        votes = torch.stack(masks).sum(0)
+        total = torch.stack(taus).sum(0)
+        return lam * total * (votes >= k)
+
+    return apply_per_tensor(pretrained, pretrained, finetuned, rule)

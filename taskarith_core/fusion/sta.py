@@ -1,0 +1,49 @@
+"""Selective Task Arithmetic (STA, arXiv 2411.16139): importance-masked fusion and forgetting."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from ..masks import sta_fusion_masks_for_tensor, sta_negation_mask_for_tensor
+from ..taskvec import StateDict
+from ._per_tensor import apply_per_tensor
+
+__all__ = ["sta_merge", "sta_negate"]
+
+
+def sta_merge(
+    pretrained: Mapping[str, torch.Tensor],
+    finetuned: Sequence[Mapping[str, torch.Tensor]],
+    *,
+    importances: Sequence[Mapping[str, torch.Tensor]],
+    p: float = 0.7,
+) -> StateDict:
+    """Eq. 13-19: theta_fused = theta_pre + sum_t M_t * tau_t, with no scaling coefficient."""
+
+    def rule(key: str, _pre: torch.Tensor, taus: list[torch.Tensor]) -> torch.Tensor:
+        masks = sta_fusion_masks_for_tensor([imp[key].to(taus[0].device) for imp in importances], p)
+        total = torch.zeros_like(taus[0])
+        for tau, mask in zip(taus, masks):
+            total += tau * mask
+        return total
+
+    return apply_per_tensor(pretrained, pretrained, finetuned, rule)
+
+
+def sta_negate(
+    base: Mapping[str, torch.Tensor],
+    pretrained: Mapping[str, torch.Tensor],
+    finetuned: Mapping[str, torch.Tensor],
+    *,
+    importance: Mapping[str, torch.Tensor],
+    p: float = 0.9,
+) -> StateDict:
+    """Eq. 20: theta_neg = theta_base - M * tau_t, M from the task's own per-tensor p-quantile."""
+
+    def rule(key: str, _pre: torch.Tensor, taus: list[torch.Tensor]) -> torch.Tensor:
+        mask = sta_negation_mask_for_tensor(importance[key].to(taus[0].device), p)
+        return -(taus[0] * mask)
+
+    return apply_per_tensor(base, pretrained, [finetuned], rule)
