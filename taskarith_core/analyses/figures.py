@@ -1,0 +1,367 @@
+"""Plotly figures, one function per analysis: DataFrame in, figure out.
+
+Conventions: sequential colour scale for errors, rates and ratios (``Viridis``, fixed range where
+the quantity has one), diverging scale centred on 0 for signed values (``RdBu``); every hover
+names the task / layer / value; titles say what was computed (method, p / k / lambda, paradigm).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..errors import InputError
+
+__all__ = [
+    "DIVERGING",
+    "SEQUENTIAL",
+    "cosine_figure",
+    "iou_figure",
+    "kernel_figure",
+    "localisation_figure",
+    "negation_figure",
+    "rates_figure",
+    "scaling_figure",
+    "stability_figure",
+    "sweep_figure",
+    "xi_figure",
+]
+
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu"
+
+
+def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing or frame.empty:
+        raise InputError(f"{what} figure needs a non-empty table with columns {columns}")
+
+
+def _order(values: pd.Series) -> list:
+    return list(dict.fromkeys(values.tolist()))
+
+
+def _matrix(frame: pd.DataFrame, row: str, col: str, value: str) -> pd.DataFrame:
+    table = frame.pivot_table(index=row, columns=col, values=value, aggfunc="mean", dropna=False)
+    return table.reindex(index=_order(frame[row]), columns=_order(frame[col]))
+
+
+def xi_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Heatmap of xi(alpha1, alpha2) for one grid (the first label / pair in the table)."""
+    _require(frame, ["alpha1", "alpha2", "xi"], "xi")
+    first = frame.iloc[0]
+    part = frame
+    for key in ("label", "task1", "task2", "distance"):
+        if key in frame.columns:
+            part = part[part[key] == first[key]]
+    table = _matrix(part, "alpha2", "alpha1", "xi").sort_index().sort_index(axis=1)
+    dist = first.get("distance", "prediction")
+    unit = "fraction of samples, summed over both tasks" if dist == "prediction" else "nats"
+    fig = go.Figure(
+        go.Heatmap(
+            x=table.columns.tolist(),
+            y=table.index.tolist(),
+            z=table.to_numpy(),
+            colorscale=SEQUENTIAL,
+            zmin=0.0,
+            colorbar={"title": {"text": f"xi ({unit})"}},
+            hovertemplate="alpha1=%{x:.2f}<br>alpha2=%{y:.2f}<br>xi=%{z:.3f}<extra></extra>",
+        )
+    )
+    pair = f"{first.get('task1', 'task 1')} + {first.get('task2', 'task 2')}"
+    default = f"Disentanglement error xi ({dist}), {pair}, {first.get('label', '')}"
+    fig.update_layout(
+        title=title or default,
+        xaxis_title=f"alpha1 (coefficient of tau_{first.get('task1', '1')})",
+        yaxis_title=f"alpha2 (coefficient of tau_{first.get('task2', '2')})",
+    )
+    return fig
+
+
+def kernel_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Non-linear vs post-hoc linearised accuracy per task (seed 002 Fig. 3), one trace per label,
+    with the equal-accuracy diagonal."""
+    _require(frame, ["task", "nonlinear", "linearised"], "kernel")
+    fig = go.Figure()
+    labels = frame["label"] if "label" in frame.columns else pd.Series(["model"] * len(frame))
+    for label in _order(labels):
+        part = frame[labels.to_numpy() == label]
+        fig.add_trace(
+            go.Scatter(
+                x=part["nonlinear"] * 100,
+                y=part["linearised"] * 100,
+                mode="markers+text",
+                text=part["task"],
+                textposition="top center",
+                name=str(label),
+                customdata=(part["nonlinear"] - part["linearised"]) * 100,
+                hovertemplate="task %{text}<br>non-linear %{x:.1f}%<br>linearised %{y:.1f}%"
+                "<br>gap %{customdata:.1f} points<extra>" + str(label) + "</extra>",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 100],
+            y=[0, 100],
+            mode="lines",
+            name="equal accuracy",
+            line={"dash": "dash", "color": "grey"},
+            hoverinfo="skip",
+        )
+    )
+    fig.update_layout(
+        title=title or "Kernel-behaviour test: post-hoc linearised vs non-linear accuracy",
+        xaxis_title="non-linear fine-tuned accuracy (%)",
+        yaxis_title="post-hoc linearised accuracy (%)",
+    )
+    return fig
+
+
+def _pair_heatmap(
+    table: pd.DataFrame,
+    colorscale: str,
+    zrange: tuple[float | None, float | None],
+    name: str,
+    row_label: str,
+    col_label: str,
+    zmid: float | None = None,
+) -> go.Heatmap:
+    return go.Heatmap(
+        x=[str(c) for c in table.columns],
+        y=[str(r) for r in table.index],
+        z=table.to_numpy(),
+        colorscale=colorscale,
+        zmin=zrange[0],
+        zmax=zrange[1],
+        zmid=zmid,
+        texttemplate="%{z:.2f}",
+        colorbar={"title": {"text": name}},
+        hovertemplate=(
+            f"{row_label} %{{y}}<br>{col_label} %{{x}}<br>{name} %{{z:.3f}}<extra></extra>"
+        ),
+    )
+
+
+def _group_grid(groups: list, titles: list[str]) -> go.Figure:
+    cols = min(len(groups), 3)
+    rows = -(-len(groups) // cols)
+    return make_subplots(rows=rows, cols=cols, subplot_titles=titles)
+
+
+def cosine_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Cosine similarity between task vectors (seed 002 Fig. 10); one panel per group."""
+    _require(frame, ["group", "task_a", "task_b", "cosine"], "cosine")
+    groups = _order(frame["group"])
+    fig = _group_grid(groups, [str(g) for g in groups])
+    for index, group in enumerate(groups):
+        table = _matrix(frame[frame["group"] == group], "task_a", "task_b", "cosine")
+        trace = _pair_heatmap(table, DIVERGING, (-1.0, 1.0), "cosine", "task", "task", zmid=0.0)
+        trace.showscale = index == 0
+        fig.add_trace(trace, row=index // 3 + 1, col=index % 3 + 1)
+    by = frame["by"].iloc[0] if "by" in frame.columns else "whole"
+    fig.update_layout(title=title or f"Cosine similarity between task vectors ({by})")
+    fig.update_xaxes(title_text="task vector")
+    fig.update_yaxes(title_text="task vector")
+    return fig
+
+
+def iou_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Mask IoU between tasks (TaLoS Fig. 11), whole model or per group."""
+    _require(frame, ["group", "task_a", "task_b", "iou"], "IoU")
+    groups = _order(frame["group"])
+    fig = _group_grid(groups, [str(g) for g in groups])
+    for index, group in enumerate(groups):
+        table = _matrix(frame[frame["group"] == group], "task_a", "task_b", "iou")
+        trace = _pair_heatmap(table, SEQUENTIAL, (0.0, 1.0), "IoU", "mask of", "mask of")
+        trace.showscale = index == 0
+        fig.add_trace(trace, row=index // 3 + 1, col=index % 3 + 1)
+    fig.update_layout(title=title or "Mask intersection over union between tasks")
+    fig.update_xaxes(title_text="mask of task")
+    fig.update_yaxes(title_text="mask of task")
+    return fig
+
+
+def localisation_figure(
+    frame: pd.DataFrame, normalise: str = "finetuned", title: str | None = None
+) -> go.Figure:
+    """Accuracy ratio of theta_pre + tau_i on task j (TaLoS Fig. 3), rows = edited with."""
+    column = {"finetuned": "ratio_finetuned", "zeroshot": "ratio_zeroshot", "none": "accuracy"}
+    if normalise not in column:
+        raise InputError(f"unknown normalisation {normalise!r}; use finetuned, zeroshot or none")
+    _require(frame, ["edited_with", "evaluated_on", column[normalise]], "localisation")
+    table = _matrix(frame, "edited_with", "evaluated_on", column[normalise])
+    name = {"finetuned": "acc / fine-tuned acc", "zeroshot": "acc / zero-shot acc"}.get(
+        normalise, "accuracy"
+    )
+    fig = go.Figure(
+        _pair_heatmap(table, SEQUENTIAL, (0.0, None), name, "edited with tau of", "evaluated on")
+    )
+    label = frame["label"].iloc[0] if "label" in frame.columns else ""
+    fig.update_layout(
+        title=title or f"Function localisation ({name}), {label}",
+        xaxis_title="evaluated on task",
+        yaxis_title="theta_pre + tau of task",
+    )
+    return fig
+
+
+def rates_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Selection (remaining) rate per task x layer, one panel per tensor kind."""
+    _require(frame, ["task", "kind", "rate"], "selection-rate")
+    layer = "tensor" if "tensor" in frame.columns else "block"
+    kinds = _order(frame["kind"])
+    fig = make_subplots(rows=len(kinds), cols=1, subplot_titles=[str(k) for k in kinds])
+    for index, kind in enumerate(kinds):
+        part = frame[frame["kind"] == kind]
+        table = _matrix(part, "task", layer, "rate")
+        trace = _pair_heatmap(table, SEQUENTIAL, (0.0, 1.0), "rate", "task", layer)
+        trace.showscale = index == 0
+        fig.add_trace(trace, row=index + 1, col=1)
+    fig.update_layout(
+        title=title or "Fraction of entries selected per layer", height=260 * len(kinds) + 120
+    )
+    fig.update_xaxes(title_text=f"layer ({layer}; -1 = outside the transformer blocks)")
+    fig.update_yaxes(title_text="task")
+    return fig
+
+
+def sweep_figure(
+    frame: pd.DataFrame, metric: str = "normalised", title: str | None = None
+) -> go.Figure:
+    """Accuracy against the swept parameter: one line per task, the mean in bold."""
+    _require(frame, ["value", "task", metric], "sweep")
+    fig = go.Figure()
+    for task in _order(frame["task"]):
+        part = frame[frame["task"] == task].sort_values("value")
+        fig.add_trace(
+            go.Scatter(
+                x=part["value"],
+                y=part[metric] * 100,
+                mode="lines+markers",
+                name=str(task),
+                line={"width": 4 if task == "mean" else 1.5},
+                hovertemplate=f"task {task}<br>value %{{x}}<br>{metric} %{{y:.1f}}%<extra></extra>",
+            )
+        )
+    method = frame["method"].iloc[0] if "method" in frame.columns else "merge"
+    param = frame["param"].iloc[0] if "param" in frame.columns else "value"
+    kind = "normalised accuracy (% of fine-tuned)" if metric == "normalised" else "accuracy (%)"
+    fig.update_layout(
+        title=title or f"{method}: {kind} against {param}", xaxis_title=param, yaxis_title=kind
+    )
+    return fig
+
+
+def negation_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Mean target and control accuracy against the parameter; the 95% control line; stars on
+    each task's best value under the rule."""
+    _require(
+        frame, ["value", "target_accuracy", "control_accuracy", "control_zeroshot"], "negation"
+    )
+    means = frame.groupby("value", as_index=False)[["target_accuracy", "control_accuracy"]].mean()
+    fig = go.Figure()
+    for column, name in (("target_accuracy", "target (mean)"), ("control_accuracy", "control")):
+        fig.add_trace(
+            go.Scatter(
+                x=means["value"],
+                y=means[column] * 100,
+                mode="lines+markers",
+                name=name,
+                hovertemplate=f"{name}<br>value %{{x}}<br>accuracy %{{y:.1f}}%<extra></extra>",
+            )
+        )
+    limit = 0.95 * float(frame["control_zeroshot"].iloc[0]) * 100
+    fig.add_hline(y=limit, line_dash="dash", annotation_text="95% of zero-shot control")
+    if "best" in frame.columns and frame["best"].any():
+        best = frame[frame["best"]]
+        fig.add_trace(
+            go.Scatter(
+                x=best["value"],
+                y=best["target_accuracy"] * 100,
+                mode="markers",
+                name="best per task",
+                marker={"symbol": "star", "size": 12},
+                text=best["task"],
+                hovertemplate="best for %{text}<br>value %{x}<br>target %{y:.1f}%<extra></extra>",
+            )
+        )
+    method = frame["method"].iloc[0] if "method" in frame.columns else "negation"
+    param = frame["param"].iloc[0] if "param" in frame.columns else "value"
+    fig.update_layout(
+        title=title or f"Task negation with {method}: accuracy against {param}",
+        xaxis_title=param,
+        yaxis_title="accuracy (%)",
+    )
+    return fig
+
+
+def scaling_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Mean normalised accuracy against the number of merged tasks, one line per method
+    (subset mean), subsets as faint points."""
+    _require(frame, ["method", "n_tasks", "mean_normalised"], "scaling")
+    fig = go.Figure()
+    for method in _order(frame["method"]):
+        part = frame[frame["method"] == method]
+        mean = part.groupby("n_tasks", as_index=False)["mean_normalised"].mean()
+        fig.add_trace(
+            go.Scatter(
+                x=mean["n_tasks"],
+                y=mean["mean_normalised"] * 100,
+                mode="lines+markers",
+                name=str(method),
+                hovertemplate=f"{method}<br>N=%{{x}}<br>normalised %{{y:.1f}}%<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=part["n_tasks"],
+                y=part["mean_normalised"] * 100,
+                mode="markers",
+                name=f"{method} subsets",
+                opacity=0.35,
+                showlegend=False,
+                text=part.get("tasks"),
+                hovertemplate="%{text}<br>normalised %{y:.1f}%<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title or "Merging more tasks: mean normalised accuracy",
+        xaxis_title="number of merged tasks",
+        yaxis_title="mean normalised accuracy (%)",
+    )
+    return fig
+
+
+def stability_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Mask IoU with the largest Ns, and merged normalised accuracy, against Ns (means)."""
+    _require(frame, ["samples", "task", "iou_vs_reference", "normalised"], "stability")
+    mean = frame[frame["task"] == "mean"].sort_values("samples")
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(
+        go.Scatter(
+            x=mean["samples"],
+            y=mean["iou_vs_reference"],
+            mode="lines+markers",
+            name="mask IoU vs largest Ns",
+            hovertemplate="Ns=%{x}<br>IoU %{y:.3f}<extra></extra>",
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=mean["samples"],
+            y=mean["normalised"] * 100,
+            mode="lines+markers",
+            name="merged normalised accuracy",
+            hovertemplate="Ns=%{x}<br>normalised %{y:.1f}%<extra></extra>",
+        ),
+        secondary_y=True,
+    )
+    metric = frame["metric"].iloc[0] if "metric" in frame.columns else "importance"
+    p = frame["p"].iloc[0] if "p" in frame.columns else ""
+    fig.update_layout(title=title or f"Stability of {metric} against Ns (STA, p={p})")
+    fig.update_xaxes(title_text="samples Ns", type="log")
+    fig.update_yaxes(title_text="IoU (0-1)", range=[0, 1.05], secondary_y=False)
+    fig.update_yaxes(title_text="normalised accuracy (%)", secondary_y=True)
+    return fig

@@ -1,0 +1,160 @@
+"""Task negation sweep: target and control accuracy against lambda (TA) or p (STA), with the
+best setting under the rule "control accuracy >= 95% of its zero-shot accuracy" marked
+(Ilharco et al.; TaLoS Section 5 and A.1; STA Eq. 20)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..errors import InputError
+from ..progress import Progress, no_progress
+from ._common import resolve_tasks, task_importances
+from .sweeps import method_spec
+
+__all__ = ["CONTROL_KEEP", "mark_best", "negation_sweep", "negated_state"]
+
+#: Fraction of zero-shot control accuracy a negation must keep (Ilharco et al.; TaLoS A.1).
+CONTROL_KEEP = 0.95
+
+
+def negated_state(
+    name: str,
+    pretrained: Mapping[str, torch.Tensor],
+    finetuned: Mapping[str, torch.Tensor],
+    value: float,
+    *,
+    importance: Mapping[str, torch.Tensor] | None = None,
+    mask: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """theta_pre minus the task (TA: lambda tau; STA: M tau at quantile p; masked: lambda M tau)."""
+    from ..fusion import negate
+    from ..taskvec import add_scaled, task_vector
+
+    spec = method_spec(name)
+    if spec.negation is None:
+        raise InputError(f"method {name!r} has no negation; use ta, talos-mask or an sta-* method")
+    if mask is not None:
+        tau = task_vector(pretrained, finetuned)
+        kept = {k: v * mask[k].to(v.dtype) if k in mask else v for k, v in tau.items()}
+        finetuned = add_scaled(pretrained, kept)
+    params: dict[str, Any] = {spec.param: value}
+    if spec.negation == "sta":
+        params["importance"] = importance
+    return negate(spec.negation, pretrained, pretrained, finetuned, **params)
+
+
+def mark_best(frame: pd.DataFrame, keep: float = CONTROL_KEEP) -> pd.DataFrame:
+    """Flag, per (method, task), the value with the lowest target accuracy among those whose
+    control accuracy stays >= ``keep`` x zero-shot; ties go to the smaller edit (smaller value)."""
+    frame = frame.copy()
+    frame["keeps_control"] = frame["control_accuracy"] >= keep * frame["control_zeroshot"]
+    frame["best"] = False
+    for _key, part in frame.groupby(["method", "task"], sort=False):
+        ok = part[part["keeps_control"]]
+        if ok.empty:
+            continue
+        best = ok.sort_values(["target_accuracy", "value"], kind="stable").index[0]
+        frame.loc[best, "best"] = True
+    return frame
+
+
+def _accuracies(source, state, tasks, split, device, max_samples) -> dict[str, float]:
+    from ..models.evaluation import evaluate_states
+
+    frame = evaluate_states(
+        source,
+        {"edited": state},
+        tasks=list(tasks),
+        split=split,
+        device=device,
+        max_samples=max_samples,
+    )
+    return dict(zip(frame["task"], frame["accuracy"]))
+
+
+def _side(source, name, tasks, samples, seed, device, pre):
+    spec = method_spec(name)
+    if spec.negation == "sta":
+        imps = task_importances(
+            source, tasks, spec.metric, samples=samples, seed=seed, device=device, pretrained=pre
+        )
+        return dict(zip(tasks, imps)), {}
+    if spec.masks == "talos":
+        from .geometry import talos_masks
+
+        return {}, talos_masks(source, tasks)
+    return {}, {}
+
+
+def negation_sweep(
+    source: Any,
+    method: str,
+    values: Sequence[float] | None = None,
+    *,
+    tasks: Sequence[str] | None = None,
+    split: str = "test",
+    device: Any = "cpu",
+    max_samples: int | None = None,
+    samples: int = 32,
+    seed: int = 0,
+    keep: float = CONTROL_KEEP,
+    progress: Progress = no_progress,
+) -> pd.DataFrame:
+    """One row per (target task, value): target and control accuracy, their zero-shot values,
+    whether the control rule holds and which value is best for that task."""
+    spec = method_spec(method)
+    if spec.negation is None:
+        raise InputError(
+            f"method {method!r} has no negation; use ta, talos-mask or an sta-* method"
+        )
+    control = source.control_task
+    if not control:
+        raise InputError(f"model source {source.name!r} has no control set; negation needs one")
+    values = list(spec.grid if values is None else values)
+    if not values:
+        raise InputError("the negation sweep has no values; give at least one value")
+    tasks = resolve_tasks(source, tasks)
+    pre = source.load_pretrained()
+    zero = _accuracies(source, pre, [*tasks, control], split, device, max_samples)
+    importances, masks = _side(source, method, tasks, samples, seed, device, pre)
+    rows = []
+    for index, task in enumerate(tasks):
+        ft = source.load_finetuned(task)
+        for value in values:
+            state = negated_state(
+                method,
+                pre,
+                ft,
+                float(value),
+                importance=importances.get(task),
+                mask=masks.get(task),
+            )
+            acc = _accuracies(source, state, [task, control], split, device, max_samples)
+            rows.append(
+                (
+                    method,
+                    spec.param,
+                    float(value),
+                    task,
+                    acc[task],
+                    zero[task],
+                    acc[control],
+                    zero[control],
+                )
+            )
+        progress(index + 1, len(tasks), task)
+    columns = [
+        "method",
+        "param",
+        "value",
+        "task",
+        "target_accuracy",
+        "target_zeroshot",
+        "control_accuracy",
+        "control_zeroshot",
+    ]
+    return mark_best(pd.DataFrame(rows, columns=columns), keep).assign(split=split)

@@ -1,0 +1,216 @@
+"""The papers' evaluation protocols, shared by the zoo card and ``reproduce``.
+
+Hyperparameters are chosen on the validation split and the chosen setting is reported on the test
+split, whichever way the test numbers fall (Ilharco et al.; seed 002 A; TaLoS A.1):
+
+- addition: the value of the method's parameter (lambda on {0.05, ..., 1.0}, STA's p on
+  {0.1, ..., 0.9}, sparsity k) with the highest mean normalised validation accuracy;
+- negation: per target task, the value with the lowest validation target accuracy whose control
+  accuracy stays >= 95% of zero-shot. TaLoS-masked vectors get the lambda grid scaled by
+  1 / (1 - k), k their measured sparsity (TaLoS A.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from ..errors import InputError
+from ..progress import Progress, no_progress
+from ._common import resolve_tasks
+from .negation import CONTROL_KEEP, negation_sweep
+from .sweeps import Prepared, accuracy_sweep, evaluate_merged, method_spec, prepare_method
+
+__all__ = ["addition_protocol", "method_grid", "negation_protocol", "reference_rows"]
+
+
+def _talos_sparsity(source: Any, tasks: Sequence[str]) -> float:
+    """Mean fraction of frozen entries of the source's TaLoS masks (k in TaLoS A.1)."""
+    from .geometry import talos_masks
+
+    kept = total = 0
+    for mask in talos_masks(source, tasks).values():
+        kept += sum(int(v.sum()) for v in mask.values())
+        total += sum(v.numel() for v in mask.values())
+    return 1.0 - kept / total if total else 0.0
+
+
+def method_grid(
+    source: Any, name: str, tasks: Sequence[str], grids: Mapping[str, Sequence[float]] | None
+) -> list[float]:
+    """The grid a method is tuned on: the caller's, else the paper's (scaled for TaLoS masks)."""
+    if grids and name in grids:
+        values = [float(v) for v in grids[name]]
+        if not values:
+            raise InputError(f"the grid for {name!r} is empty; give at least one value")
+        return values
+    spec = method_spec(name)
+    if spec.masks == "talos" and spec.param == "lam":
+        k = _talos_sparsity(source, tasks)
+        return [round(v / max(1.0 - k, 1e-3), 4) for v in spec.grid]
+    return list(spec.grid)
+
+
+def reference_rows(
+    source: Any, tasks: Sequence[str], split: str, device: Any, max_samples: int | None
+) -> pd.DataFrame:
+    """Zero-shot and fine-tuned (each model on its own task) rows in the protocol's columns."""
+    from ..models.evaluation import reference_accuracies
+
+    refs = reference_accuracies(source, split=split, device=device, max_samples=max_samples)
+    refs = refs[refs["task"].isin(tasks)]
+    frames = []
+    for name in ("zeroshot", "finetuned"):
+        part = pd.DataFrame(
+            {"method": name, "task": refs["task"], "accuracy": refs[name]}
+        ).reset_index(drop=True)
+        part["normalised"] = part["accuracy"] / refs["finetuned"].to_numpy()
+        frames.append(part)
+    out = pd.concat(frames, ignore_index=True)
+    means = out.groupby("method", as_index=False, sort=False)[["accuracy", "normalised"]].mean()
+    return pd.concat([out, means.assign(task="mean")], ignore_index=True)
+
+
+def _select_addition(val: pd.DataFrame) -> float:
+    """Highest mean normalised validation accuracy; ties go to the smaller value."""
+    means = val[val["task"] == "mean"].sort_values(["normalised", "value"], ascending=[False, True])
+    return float(means["value"].iloc[0])
+
+
+def addition_protocol(
+    source: Any,
+    methods: Sequence[str],
+    tasks: Sequence[str] | None = None,
+    *,
+    device: Any = "cpu",
+    grids: Mapping[str, Sequence[float]] | None = None,
+    select_split: str = "val",
+    report_split: str = "test",
+    max_samples: int | None = None,
+    samples: int = 32,
+    seed: int = 0,
+    include_references: bool = True,
+    progress: Progress = no_progress,
+) -> pd.DataFrame:
+    """Task addition table: per method, the parameter chosen on ``select_split`` and the test
+    accuracy / normalised accuracy per task and their mean (``task="mean"``)."""
+    tasks = resolve_tasks(source, tasks, minimum=2)
+    for name in methods:
+        method_spec(name)
+    pre = source.load_pretrained()
+    fts = [source.load_finetuned(t) for t in tasks]
+    frames = []
+    for index, name in enumerate(methods):
+        prep: Prepared = prepare_method(
+            source,
+            name,
+            tasks,
+            samples=samples,
+            seed=seed,
+            device=device,
+            pretrained=pre,
+            finetuned=fts,
+        )
+        grid = method_grid(source, name, tasks, grids)
+        val = accuracy_sweep(
+            source,
+            name,
+            grid,
+            tasks=tasks,
+            split=select_split,
+            device=device,
+            max_samples=max_samples,
+            prepared=prep,
+        )
+        chosen = _select_addition(val)
+        val_score = float(
+            val[(val["task"] == "mean") & (val["value"] == chosen)]["normalised"].iloc[0]
+        )
+        test = evaluate_merged(
+            source,
+            prep.merge(chosen),
+            tasks,
+            split=report_split,
+            device=device,
+            max_samples=max_samples,
+        )
+        test = pd.concat(
+            [test, test[["accuracy", "normalised"]].mean().to_frame().T.assign(task="mean")],
+            ignore_index=True,
+        )
+        frames.append(
+            test.assign(method=name, param=prep.spec.param, value=chosen, selected_score=val_score)
+        )
+        progress(index + 1, len(methods), name)
+    out = pd.concat(frames, ignore_index=True)
+    if include_references:
+        out = pd.concat(
+            [reference_rows(source, tasks, report_split, device, max_samples), out],
+            ignore_index=True,
+        )
+    columns = ["method", "param", "value", "task", "accuracy", "normalised", "selected_score"]
+    return out.reindex(columns=columns).assign(
+        selected_on=select_split, split=report_split, source=source.name
+    )
+
+
+def _chosen_values(val: pd.DataFrame) -> dict[str, tuple[float, bool]]:
+    """Per task: the best value under the control rule, or (fallback) the value with the highest
+    control accuracy when no value keeps it; the flag says whether the rule held."""
+    chosen = {}
+    for task, part in val.groupby("task", sort=False):
+        best = part[part["best"]]
+        if not best.empty:
+            chosen[task] = (float(best["value"].iloc[0]), True)
+        else:
+            top = part.sort_values(["control_accuracy", "value"], ascending=[False, True])
+            chosen[task] = (float(top["value"].iloc[0]), False)
+    return chosen
+
+
+def negation_protocol(
+    source: Any,
+    methods: Sequence[str],
+    tasks: Sequence[str] | None = None,
+    *,
+    device: Any = "cpu",
+    grids: Mapping[str, Sequence[float]] | None = None,
+    select_split: str = "val",
+    report_split: str = "test",
+    keep: float = CONTROL_KEEP,
+    max_samples: int | None = None,
+    samples: int = 32,
+    seed: int = 0,
+    progress: Progress = no_progress,
+) -> pd.DataFrame:
+    """Task negation table: per method and target task, the value chosen on ``select_split``
+    and the test target / control accuracy, with zero-shot beside them and a mean row."""
+    tasks = resolve_tasks(source, tasks)
+    frames = []
+    for index, name in enumerate(methods):
+        grid = method_grid(source, name, tasks, grids)
+        common = dict(
+            tasks=tasks,
+            device=device,
+            max_samples=max_samples,
+            samples=samples,
+            seed=seed,
+            keep=keep,
+        )
+        val = negation_sweep(source, name, grid, split=select_split, **common)
+        chosen = _chosen_values(val)
+        rows = []
+        for task, (value, ok) in chosen.items():
+            test = negation_sweep(
+                source, name, [value], split=report_split, **{**common, "tasks": [task]}
+            )
+            rows.append(test.assign(control_rule_on_val=ok))
+        frame = pd.concat(rows, ignore_index=True).drop(columns=["best"])
+        numeric = ["target_accuracy", "target_zeroshot", "control_accuracy", "control_zeroshot"]
+        mean = frame[numeric].mean().to_frame().T.assign(method=name, task="mean")
+        frames.append(pd.concat([frame, mean], ignore_index=True))
+        progress(index + 1, len(methods), name)
+    out = pd.concat(frames, ignore_index=True)
+    return out.assign(selected_on=select_split, split=report_split, source=source.name)

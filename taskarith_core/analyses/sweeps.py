@@ -1,0 +1,346 @@
+"""Accuracy studies: one sweep for any merge method and parameter, the negation sweep with the
+control >= 95% of zero-shot rule, scaling with the number of tasks, and stability of an importance
+metric against its sample count Ns.
+
+Methods are named as in the papers' tables (``ta``, ``ties``, ``sta-lp``, ``talos-mask``...);
+:data:`METHODS` maps each name to a registry method, its tuned parameter and grid, and the side
+inputs (importances, masks) it needs. Side inputs are built once per sweep, not once per value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..errors import InputError
+from ..progress import Progress, no_progress
+from ._common import resolve_tasks, task_importances
+
+__all__ = [
+    "K_GRID",
+    "LAMBDA_GRID",
+    "METHODS",
+    "P_GRID",
+    "MethodSpec",
+    "Prepared",
+    "accuracy_sweep",
+    "evaluate_merged",
+    "fisher_bottom_k_masks",
+    "importance_stability",
+    "method_spec",
+    "prepare_method",
+    "task_count_scaling",
+]
+
+#: Ilharco et al. / TaLoS A.1: alpha in {0.05, 0.1, ..., 1.0} (0 is the pretrained model).
+LAMBDA_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))
+#: STA's quantile p (the paper fixes 0.7; a researcher scans it).
+P_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))
+#: TaLoS A.1: sparsity ratios {0.1, ..., 0.9, 0.95, 0.99}.
+K_GRID = (*(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method as the tables name it: registry entry, tuned parameter and its grid."""
+
+    registry: str
+    param: str
+    grid: tuple[float, ...]
+    metric: str | None = None  #: importance metric (STA)
+    masks: str | None = None  #: "talos" (the source's masks) or "fisher" (post-hoc bottom-k)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    negation: str | None = None  #: NEGATION_METHODS entry, when the method can forget
+
+
+METHODS: dict[str, MethodSpec] = {
+    "ta": MethodSpec("task_arithmetic", "lam", LAMBDA_GRID, negation="task_arithmetic"),
+    "ties": MethodSpec("ties", "lam", LAMBDA_GRID),
+    "dare": MethodSpec("dare", "lam", LAMBDA_GRID),
+    "consensus": MethodSpec("consensus", "lam", LAMBDA_GRID),
+    **{
+        f"sta-{name.replace('_', '')}": MethodSpec("sta", "p", P_GRID, metric=name, negation="sta")
+        for name in ("lp", "amp", "lp_amp", "fisher", "magnitude", "random")
+    },
+    "talos-mask": MethodSpec(
+        "masked_arithmetic", "lam", LAMBDA_GRID, masks="talos", negation="task_arithmetic"
+    ),
+    "fisher-mask": MethodSpec("masked_arithmetic", "k", K_GRID, masks="fisher", fixed={"lam": 1.0}),
+}
+
+
+def method_spec(name: str) -> MethodSpec:
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def fisher_bottom_k_masks(
+    scores: Sequence[Mapping[str, torch.Tensor]], k: float
+) -> list[dict[str, torch.Tensor]]:
+    """TaLoS-style post-hoc masks: keep the (1 - k) fraction of entries with the lowest Fisher
+    score over the whole model (k = fraction frozen); ties at the threshold are kept."""
+    if not 0.0 <= k < 1.0:
+        raise InputError(f"sparsity k={k} is outside [0, 1); choose the fraction to freeze")
+    masks = []
+    for score in scores:
+        flat = torch.cat([v.float().reshape(-1) for v in score.values()])
+        keep = max(1, round((1.0 - k) * flat.numel()))
+        threshold = torch.kthvalue(flat, keep).values
+        masks.append({key: v.float() <= threshold for key, v in score.items()})
+    return masks
+
+
+@dataclass
+class Prepared:
+    """A method bound to its inputs: ``merge(value)`` gives the merged state dict."""
+
+    name: str
+    spec: MethodSpec
+    pretrained: dict[str, torch.Tensor]
+    finetuned: list[dict[str, torch.Tensor]]
+    extra: Callable[[dict[str, Any]], dict[str, Any]]
+
+    def params(self, value: float, param: str | None = None) -> dict[str, Any]:
+        params = {**self.spec.fixed, (param or self.spec.param): value}
+        return self.extra(params)
+
+    def merge(self, value: float, param: str | None = None) -> dict[str, torch.Tensor]:
+        from ..fusion import merge
+
+        return merge(
+            self.spec.registry, self.pretrained, self.finetuned, **self.params(value, param)
+        )
+
+
+def _side_inputs(source, tasks, spec, pre, samples, seed, device) -> Callable[[dict], dict]:
+    if spec.metric is not None:
+        imps = task_importances(
+            source, tasks, spec.metric, samples=samples, seed=seed, device=device, pretrained=pre
+        )
+        return lambda params: {**params, "importances": imps}
+    if spec.masks == "talos":
+        from .geometry import talos_masks
+
+        found = talos_masks(source, tasks)
+        masks = [found[t] for t in tasks]
+        return lambda params: {**params, "masks": masks}
+    if spec.masks == "fisher":
+        scores = task_importances(
+            source, tasks, "fisher", samples=samples, seed=seed, device=device, pretrained=pre
+        )
+
+        def with_masks(params: dict) -> dict:
+            rest = {k: v for k, v in params.items() if k != "k"}
+            return {**rest, "masks": fisher_bottom_k_masks(scores, float(params["k"]))}
+
+        return with_masks
+    return lambda params: params
+
+
+def prepare_method(
+    source: Any,
+    name: str,
+    tasks: Sequence[str],
+    *,
+    samples: int = 32,
+    seed: int = 0,
+    device: Any = "cpu",
+    pretrained: dict[str, torch.Tensor] | None = None,
+    finetuned: list[dict[str, torch.Tensor]] | None = None,
+) -> Prepared:
+    """Load theta_pre and the fine-tuned models once and build the method's side inputs."""
+    spec = method_spec(name)
+    pre = pretrained if pretrained is not None else source.load_pretrained()
+    fts = finetuned if finetuned is not None else [source.load_finetuned(t) for t in tasks]
+    extra = _side_inputs(source, tasks, spec, pre, samples, seed, device)
+    return Prepared(name, spec, pre, fts, extra)
+
+
+def evaluate_merged(
+    source: Any,
+    state: Mapping[str, torch.Tensor],
+    tasks: Sequence[str],
+    *,
+    split: str = "test",
+    device: Any = "cpu",
+    max_samples: int | None = None,
+) -> pd.DataFrame:
+    """Accuracy and normalised accuracy (acc / fine-tuned acc) of one edited model per task."""
+    from ..models.evaluation import add_normalised, evaluate_states, reference_accuracies
+
+    frame = evaluate_states(
+        source,
+        {"merged": dict(state)},
+        tasks=list(tasks),
+        split=split,
+        device=device,
+        max_samples=max_samples,
+    )
+    refs = reference_accuracies(source, split=split, device=device, max_samples=max_samples)
+    return add_normalised(frame, refs)[["task", "accuracy", "normalised"]]
+
+
+def _with_mean(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Append one ``task="mean"`` row per group of ``keys`` (mean over the tasks)."""
+    means = frame.groupby(list(keys), sort=False, as_index=False)[["accuracy", "normalised"]].mean()
+    return pd.concat([frame, means.assign(task="mean")], ignore_index=True)
+
+
+def accuracy_sweep(
+    source: Any,
+    method: str,
+    values: Sequence[float] | None = None,
+    *,
+    param: str | None = None,
+    tasks: Sequence[str] | None = None,
+    split: str = "test",
+    device: Any = "cpu",
+    max_samples: int | None = None,
+    samples: int = 32,
+    seed: int = 0,
+    prepared: Prepared | None = None,
+    progress: Progress = no_progress,
+) -> pd.DataFrame:
+    """Absolute and normalised accuracy per task (and their mean, ``task="mean"``) of ``method``
+    merged at each value of ``param`` (default: the method's tuned parameter and grid)."""
+    spec = method_spec(method)
+    param = param or spec.param
+    values = list(spec.grid if values is None else values)
+    if not values:
+        raise InputError("the sweep has no values; give at least one value")
+    tasks = resolve_tasks(source, tasks, minimum=2)
+    prep = prepared or prepare_method(
+        source, method, tasks, samples=samples, seed=seed, device=device
+    )
+    frames = []
+    for index, value in enumerate(values):
+        state = prep.merge(float(value), param)
+        frame = evaluate_merged(
+            source, state, tasks, split=split, device=device, max_samples=max_samples
+        )
+        frames.append(frame.assign(method=method, param=param, value=float(value)))
+        progress(index + 1, len(values), f"{param}={value}")
+    out = _with_mean(pd.concat(frames, ignore_index=True), ["method", "param", "value"])
+    return out.assign(split=split)[
+        ["method", "param", "value", "task", "accuracy", "normalised", "split"]
+    ]
+
+
+def _subsets(tasks: Sequence[str], size: int, limit: int, rng: random.Random) -> list[tuple]:
+    combos = list(itertools.combinations(tasks, size))
+    return combos if len(combos) <= limit else rng.sample(combos, limit)
+
+
+def task_count_scaling(
+    source: Any,
+    methods: Mapping[str, float],
+    *,
+    tasks: Sequence[str] | None = None,
+    counts: Sequence[int] | None = None,
+    subsets: int = 5,
+    seed: int = 0,
+    split: str = "test",
+    device: Any = "cpu",
+    max_samples: int | None = None,
+    samples: int = 32,
+    progress: Progress = no_progress,
+) -> pd.DataFrame:
+    """Mean normalised accuracy of each method (name -> value of its tuned parameter) merging
+    N = 2 .. all tasks, over every subset of size N or a seeded sample of ``subsets`` of them."""
+    tasks = resolve_tasks(source, tasks, minimum=2)
+    counts = list(counts or range(2, len(tasks) + 1))
+    bad = [n for n in counts if not 2 <= n <= len(tasks)]
+    if bad or subsets < 1:
+        raise InputError(f"task counts {bad} must lie in [2, {len(tasks)}] and subsets >= 1")
+    rng = random.Random(seed)
+    plan = [(n, s) for n in counts for s in _subsets(tasks, n, subsets, rng)]
+    pre = source.load_pretrained()
+    fts = {t: source.load_finetuned(t) for t in tasks}
+    rows = []
+    for index, (n, subset) in enumerate(plan):
+        for name, value in methods.items():
+            prep = prepare_method(
+                source,
+                name,
+                subset,
+                samples=samples,
+                seed=seed,
+                device=device,
+                pretrained=pre,
+                finetuned=[fts[t] for t in subset],
+            )
+            frame = evaluate_merged(
+                source,
+                prep.merge(float(value)),
+                subset,
+                split=split,
+                device=device,
+                max_samples=max_samples,
+            )
+            rows.append(
+                (name, value, n, ",".join(subset), *frame[["accuracy", "normalised"]].mean())
+            )
+        progress(index + 1, len(plan), f"N={n}")
+    columns = ["method", "value", "n_tasks", "tasks", "mean_accuracy", "mean_normalised"]
+    return pd.DataFrame(rows, columns=columns).assign(split=split)
+
+
+def importance_stability(
+    source: Any,
+    metric: str = "lp",
+    sample_counts: Sequence[int] = (8, 16, 32, 64),
+    *,
+    tasks: Sequence[str] | None = None,
+    p: float = 0.7,
+    seed: int = 0,
+    split: str = "test",
+    device: Any = "cpu",
+    max_samples: int | None = None,
+    progress: Progress = no_progress,
+) -> pd.DataFrame:
+    """For each Ns: the IoU of each task's STA mask with the mask at the largest Ns, and the
+    merged accuracy per task and mean (``task="mean"``)."""
+    from ..fusion import merge
+    from ..masks import sta_fusion_masks
+    from .geometry import mask_iou
+
+    counts = sorted({int(n) for n in sample_counts})
+    if not counts or counts[0] < 1:
+        raise InputError(f"sample counts {list(sample_counts)} must be whole numbers >= 1")
+    tasks = resolve_tasks(source, tasks, minimum=2)
+    pre = source.load_pretrained()
+    fts = [source.load_finetuned(t) for t in tasks]
+    imps = {
+        n: task_importances(
+            source, tasks, metric, samples=n, seed=seed, device=device, pretrained=pre
+        )
+        for n in counts
+    }
+    reference = sta_fusion_masks(imps[counts[-1]], p)
+    frames = []
+    for index, n in enumerate(counts):
+        masks = sta_fusion_masks(imps[n], p)
+        ious = [
+            mask_iou({"a": masks[i], "b": reference[i]})
+            .query("task_a == 'a' and task_b == 'b'")["iou"]
+            .iloc[0]
+            for i in range(len(tasks))
+        ]
+        state = merge("sta", pre, fts, importances=imps[n], p=p)
+        frame = evaluate_merged(
+            source, state, tasks, split=split, device=device, max_samples=max_samples
+        )
+        frame["iou_vs_reference"] = frame["task"].map(dict(zip(tasks, ious)))
+        frames.append(frame.assign(samples=n))
+        progress(index + 1, len(counts), f"Ns={n}")
+    out = pd.concat(frames, ignore_index=True)
+    means = out.groupby("samples", as_index=False)[["accuracy", "normalised", "iou_vs_reference"]]
+    out = pd.concat([out, means.mean().assign(task="mean")], ignore_index=True)
+    return out.assign(metric=metric, p=p, reference_samples=counts[-1], split=split)

@@ -1,0 +1,256 @@
+"""Disentanglement error xi(alpha1, alpha2) (seed 002 Eq. 2; TaLoS Eq. 10).
+
+xi = sum over t in {1, 2} of mean_{x in D_t} dist(f(x; theta_pre + alpha_t tau_t),
+f(x; theta_pre + alpha1 tau1 + alpha2 tau2)). The single-task outputs depend on one coefficient
+only, so they are computed once per grid value (2 x points models), and each of the points^2
+combined models is evaluated once on D_1 and D_2 together with both heads stacked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from ..progress import Progress, no_progress
+from ._common import (
+    TowerMixer,
+    cache_key,
+    check_shared_pretrained,
+    load_cached_frame,
+    pretrained_digest,
+    resolve_tasks,
+    save_cached_frame,
+    source_task_vectors,
+    state_digest,
+)
+
+__all__ = [
+    "DISTANCES",
+    "XI_PRESETS",
+    "XiGrid",
+    "disentanglement_grid",
+    "xi_from_runner",
+    "xi_summary",
+]
+
+#: ``run(alpha1, alpha2, images, head) -> logits`` of theta_pre + alpha1 tau1 + alpha2 tau2.
+Runner = Callable[[float, float, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _disagreement(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """TaLoS Eq. 10: 1 where the predicted classes differ."""
+    return (reference.argmax(dim=-1) != other.argmax(dim=-1)).float()
+
+
+def _kl(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Seed 002 Eq. 2: KL(p_single || p_combined) between the softmax output distributions."""
+    log_p = F.log_softmax(reference.float(), dim=-1)
+    log_q = F.log_softmax(other.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1).clamp_min(0.0)
+
+
+DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "prediction": _disagreement,
+    "kl": _kl,
+}
+
+
+@dataclass(frozen=True)
+class XiGrid:
+    """``points`` equispaced coefficients on [lo, hi] for each of alpha1 and alpha2."""
+
+    points: int = 15
+    lo: float = -2.0
+    hi: float = 2.0
+
+    def validate(self) -> XiGrid:
+        if not isinstance(self.points, int) or self.points <= 0:
+            raise InputError(f"xi grid points={self.points}: give a positive whole number")
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
+            raise InputError(f"xi alpha range [{self.lo}, {self.hi}] is not finite")
+        if self.lo >= self.hi:
+            raise InputError(
+                f"xi alpha range [{self.lo}, {self.hi}] is reversed or empty; give lo < hi, "
+                "e.g. --alpha-range -2 2"
+            )
+        return self
+
+    def alphas(self) -> list[float]:
+        if self.points == 1:
+            return [float(self.lo)]
+        step = (self.hi - self.lo) / (self.points - 1)
+        return [round(self.lo + i * step, 10) for i in range(self.points)]
+
+
+#: seed 002 Appendix A (15x15 on [-2, 2]^2) and TaLoS Fig. 2 (20x20 on [-3, 3]^2).
+XI_PRESETS: dict[str, XiGrid] = {
+    "ortiz": XiGrid(15, -2.0, 2.0),
+    "talos": XiGrid(20, -3.0, 3.0),
+}
+
+
+def _distance(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if name not in DISTANCES:
+        raise InputError(f"unknown xi distance {name!r}; use one of {', '.join(DISTANCES)}")
+    return DISTANCES[name]
+
+
+def xi_from_runner(
+    run: Runner,
+    task_data: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    alphas: Sequence[float],
+    distance: str = "prediction",
+    progress: Progress = no_progress,
+) -> pd.DataFrame:
+    """The grid for any model given as a runner; ``task_data`` is ``[(images1, head1), (images2,
+    head2)]``. Returns one row per (alpha1, alpha2) with xi and its two per-task terms."""
+    dist = _distance(distance)
+    (x1, h1), (x2, h2) = task_data
+    n1, c1 = len(x1), h1.shape[0]
+    total = len(alphas) + 1
+    single1 = [run(a, 0.0, x1, h1) for a in alphas]
+    single2 = [run(0.0, a, x2, h2) for a in alphas]
+    progress(1, total, "single-task models")
+    both_x, both_h = torch.cat([x1, x2]), torch.cat([h1, h2])
+    rows = []
+    for i, a1 in enumerate(alphas):
+        for j, a2 in enumerate(alphas):
+            logits = run(a1, a2, both_x, both_h)
+            e1 = float(dist(single1[i], logits[:n1, :c1]).mean())
+            e2 = float(dist(single2[j], logits[n1:, c1:]).mean())
+            rows.append((a1, a2, e1 + e2, e1, e2))
+        progress(i + 2, total, f"alpha1={a1:+.2f}")
+    return pd.DataFrame(rows, columns=["alpha1", "alpha2", "xi", "xi_task1", "xi_task2"])
+
+
+def _tower_runner(mixer: TowerMixer, batch_size: int, device: Any) -> Runner:
+    from ..models.evaluation import batched_logits
+
+    def run(a1: float, a2: float, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        visual = mixer.set((a1, a2))
+        return batched_logits(visual, images, head, batch_size=batch_size, device=device)
+
+    return run
+
+
+def _check_samples(samples: int) -> int:
+    if not isinstance(samples, int) or samples < 1:
+        raise InputError(f"samples={samples}: give a positive number of samples per task")
+    return samples
+
+
+def _cache_fields(source, tasks, vectors, grid, distance, samples, seed, split) -> dict[str, Any]:
+    return {
+        "source": source.name,
+        "arch": source.arch,
+        "pretrained": pretrained_digest(source),
+        "vectors": [state_digest(v) for v in vectors],
+        "tasks": list(tasks),
+        "grid": [grid.points, grid.lo, grid.hi],
+        "distance": distance,
+        "samples": samples,
+        "seed": seed,
+        "split": split,
+    }
+
+
+def disentanglement_grid(
+    source: Any,
+    task1: str,
+    task2: str,
+    *,
+    vectors: Sequence[Mapping[str, torch.Tensor]] | None = None,
+    grid: XiGrid | None = None,
+    distance: str = "prediction",
+    samples: int = 256,
+    seed: int = 0,
+    split: str = "test",
+    device: Any = "cpu",
+    label: str = "",
+    progress: Progress = no_progress,
+    use_cache: bool = True,
+    cache_dir: Any = None,
+    batch_size: int = 1024,
+) -> pd.DataFrame:
+    """xi over a grid for two tasks of ``source``, with their task vectors or any edited pair
+    (e.g. STA-masked) given in ``vectors``. Cached on disk under a key of all inputs."""
+    grid = (grid or XiGrid()).validate()
+    _distance(distance)
+    _check_samples(samples)
+    tasks = resolve_tasks(source, [task1, task2], minimum=2)
+    pre = source.load_pretrained()
+    if vectors is None:
+        found = source_task_vectors(source, tasks, pre)
+        vectors = [found[t] for t in tasks]
+    if len(vectors) != 2:
+        raise InputError(f"xi needs exactly two task vectors, got {len(vectors)}")
+    check_shared_pretrained(pre, dict(zip(tasks, vectors)))
+    fields = _cache_fields(source, tasks, vectors, grid, distance, samples, seed, split)
+    key = cache_key("xi", fields)
+    frame = load_cached_frame("xi", key, cache_dir) if use_cache else None
+    if frame is None:
+        frame = _compute_grid(
+            source,
+            tasks,
+            pre,
+            vectors,
+            grid,
+            distance,
+            samples,
+            seed,
+            split,
+            device,
+            progress,
+            batch_size,
+        )
+        if use_cache:
+            save_cached_frame(frame, "xi", key, cache_dir)
+    else:
+        progress(grid.points + 1, grid.points + 1, "cached")
+    meta = {"task1": task1, "task2": task2, "label": label or source.name, "distance": distance}
+    return frame.assign(**meta)[[*meta, "alpha1", "alpha2", "xi", "xi_task1", "xi_task2"]]
+
+
+@torch.inference_mode()
+def _eval_grid(mixer: TowerMixer, data, alphas, distance, progress, batch_size, device):
+    run = _tower_runner(mixer, batch_size, device)
+    return xi_from_runner(run, data, alphas, distance, progress)
+
+
+def _compute_grid(
+    source, tasks, pre, vectors, grid, distance, samples, seed, split, device, progress, batch_size
+) -> pd.DataFrame:
+    from ..models.evaluation import split_tensors
+
+    data = []
+    for task in tasks:
+        images, _labels = split_tensors(source, task, split, max_samples=samples, seed=seed)
+        data.append((images.to(device), source.head(task, device)))
+    mixer = TowerMixer(source.build_visual(device), pre, vectors)
+    return _eval_grid(mixer, data, grid.alphas(), distance, progress, batch_size, device)
+
+
+def xi_summary(frame: pd.DataFrame, threshold: float = 0.1) -> pd.DataFrame:
+    """One row per grid (label, task pair, distance): mean and max xi, and the area of the
+    (alpha1, alpha2) region with xi below ``threshold`` (in alpha units and as a fraction)."""
+    if threshold < 0 or not math.isfinite(threshold):
+        raise InputError(f"xi threshold={threshold}: give a finite value >= 0")
+    rows = []
+    keys = ["label", "task1", "task2", "distance"]
+    for group, part in frame.groupby(keys, sort=False):
+        a1 = sorted(part["alpha1"].unique())
+        a2 = sorted(part["alpha2"].unique())
+        span = (a1[-1] - a1[0]) * (a2[-1] - a2[0])
+        below = float((part["xi"] < threshold).mean())
+        rows.append(
+            (*group, float(part["xi"].mean()), float(part["xi"].max()), below, below * span)
+        )
+    columns = [*keys, "mean_xi", "max_xi", "fraction_below", "area_below"]
+    return pd.DataFrame(rows, columns=columns).assign(threshold=threshold)

@@ -1,0 +1,154 @@
+"""Disentanglement error: the maths on a linear toy model, the grid, the summary, the mixer."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from taskarith_core.analyses._common import TowerMixer
+from taskarith_core.analyses.xi import (
+    DISTANCES,
+    XI_PRESETS,
+    XiGrid,
+    xi_from_runner,
+    xi_summary,
+)
+from taskarith_core.errors import InputError
+
+DIM, CLASSES = 6, 4
+
+
+def _linear_runner(w0, t1, t2):
+    """f(x; W) = x @ W, logits = f @ head.T: a model whose xi is known in closed form."""
+
+    def run(a1, a2, images, head):
+        return images @ (w0 + a1 * t1 + a2 * t2) @ head.T
+
+    return run
+
+
+def _data(gen, support: slice):
+    x = torch.zeros(40, DIM)
+    x[:, support] = torch.randn(40, support.stop - support.start, generator=gen)
+    return x, torch.randn(CLASSES, DIM, generator=gen)
+
+
+@pytest.mark.parametrize("distance", sorted(DISTANCES))
+def test_disentangled_vectors_give_zero_error(distance):
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(DIM, DIM, generator=gen)
+    t1, t2 = torch.zeros(DIM, DIM), torch.zeros(DIM, DIM)
+    t1[:3] = torch.randn(3, DIM, generator=gen)  # tau1 only reads inputs of task 1's support
+    t2[3:] = torch.randn(3, DIM, generator=gen)
+    data = [_data(gen, slice(0, 3)), _data(gen, slice(3, 6))]
+    frame = xi_from_runner(_linear_runner(w0, t1, t2), data, [-1.0, 0.0, 1.5], distance)
+    assert len(frame) == 9
+    assert frame["xi"].abs().max() < 1e-5
+
+
+def _brute_force(run, data, alphas, dist):
+    (x1, h1), (x2, h2) = data
+    out = {}
+    for a1 in alphas:
+        for a2 in alphas:
+            e1 = dist(run(a1, 0.0, x1, h1), run(a1, a2, x1, h1)).mean()
+            e2 = dist(run(0.0, a2, x2, h2), run(a1, a2, x2, h2)).mean()
+            out[(a1, a2)] = float(e1 + e2)
+    return out
+
+
+@pytest.mark.parametrize("distance", sorted(DISTANCES))
+def test_entangled_grid_matches_definition(distance):
+    gen = torch.Generator().manual_seed(1)
+    w0, t1, t2 = (torch.randn(DIM, DIM, generator=gen) for _ in range(3))
+    data = [_data(gen, slice(0, 6)), _data(gen, slice(0, 6))]
+    data[1] = (data[1][0], torch.randn(CLASSES + 1, DIM, generator=gen))  # heads may differ
+    alphas = [-2.0, -0.5, 0.0, 1.0, 2.0]
+    run = _linear_runner(w0, t1, t2)
+    frame = xi_from_runner(run, data, alphas, distance)
+    expected = _brute_force(run, data, alphas, DISTANCES[distance])
+    got = {(r.alpha1, r.alpha2): r.xi for r in frame.itertuples()}
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert frame["xi"].max() > 0.05  # the toy vectors really interfere
+    # Each task's term vanishes where the other coefficient is zero.
+    assert frame.loc[frame["alpha2"] == 0.0, "xi_task1"].abs().max() < 1e-6
+    assert frame.loc[frame["alpha1"] == 0.0, "xi_task2"].abs().max() < 1e-6
+
+
+def test_progress_reports_each_row():
+    gen = torch.Generator().manual_seed(2)
+    w0, t1, t2 = (torch.randn(DIM, DIM, generator=gen) for _ in range(3))
+    data = [_data(gen, slice(0, 6)), _data(gen, slice(0, 6))]
+    calls = []
+    xi_from_runner(
+        _linear_runner(w0, t1, t2), data, [0.0, 1.0, 2.0], progress=lambda *a: calls.append(a)
+    )
+    assert [c[:2] for c in calls] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_distances_are_zero_on_identical_outputs_and_positive_otherwise():
+    a = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]])
+    b = torch.tensor([[0.0, 2.0, -1.0], [0.0, 1.0, 0.4]])
+    assert DISTANCES["prediction"](a, a).sum() == 0
+    assert DISTANCES["prediction"](a, b).tolist() == [1.0, 0.0]
+    assert DISTANCES["kl"](a, a).abs().max() < 1e-6
+    assert (DISTANCES["kl"](a, b) > 0).all()
+
+
+def test_grid_presets_and_validation():
+    ortiz = XI_PRESETS["ortiz"].alphas()
+    assert len(ortiz) == 15 and ortiz[0] == -2.0 and ortiz[-1] == 2.0 and 0.0 in ortiz
+    talos = XI_PRESETS["talos"].alphas()
+    assert len(talos) == 20 and talos[0] == -3.0 and talos[-1] == 3.0
+    with pytest.raises(InputError, match="positive"):
+        XiGrid(0, -1, 1).validate()
+    with pytest.raises(InputError, match="positive"):
+        XiGrid(-3, -1, 1).validate()
+    with pytest.raises(InputError, match="reversed"):
+        XiGrid(5, 2, -2).validate()
+
+
+def test_unknown_distance_is_refused():
+    with pytest.raises(InputError, match="unknown xi distance"):
+        xi_from_runner(lambda *a: None, [(None, None), (None, None)], [0.0], "cosine")
+
+
+def test_summary_mean_and_area_below_threshold():
+    alphas = [-1.0, 0.0, 1.0]
+    rows = [(a1, a2, 0.0 if a1 == 0 or a2 == 0 else 0.5) for a1 in alphas for a2 in alphas]
+    frame = pd.DataFrame(rows, columns=["alpha1", "alpha2", "xi"]).assign(
+        label="zoo/full", task1="a", task2="b", distance="prediction"
+    )
+    summary = xi_summary(frame, threshold=0.1)
+    assert len(summary) == 1
+    row = summary.iloc[0]
+    assert row["mean_xi"] == pytest.approx(4 * 0.5 / 9)
+    assert row["fraction_below"] == pytest.approx(5 / 9)
+    assert row["area_below"] == pytest.approx(5 / 9 * 4.0)  # the grid spans [-1, 1]^2
+    with pytest.raises(InputError):
+        xi_summary(frame, threshold=-1)
+
+
+class _Tower(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(3, 2)
+        self.ln = nn.LayerNorm(2)
+
+
+def test_tower_mixer_sets_combinations_in_place():
+    tower = _Tower()
+    pre = {f"visual.{k}": v.detach().clone() + 1.0 for k, v in tower.state_dict().items()}
+    tau1 = {"visual.proj.weight": torch.ones(2, 3)}
+    tau2 = {"visual.proj.weight": torch.full((2, 3), 2.0), "visual.ln.bias": torch.ones(2)}
+    mixer = TowerMixer(tower, pre, [tau1, tau2])
+    # Untouched tensors hold theta_pre from the start.
+    assert torch.equal(tower.ln.weight, pre["visual.ln.weight"])
+    mixer.set((0.5, -1.0))
+    assert torch.allclose(tower.proj.weight, pre["visual.proj.weight"] + 0.5 - 2.0)
+    assert torch.allclose(tower.ln.bias, pre["visual.ln.bias"] - 1.0)
+    assert torch.equal(tower.proj.bias, pre["visual.proj.bias"])
+    mixer.set((0.0, 0.0))
+    assert torch.allclose(tower.proj.weight, pre["visual.proj.weight"])
