@@ -1,0 +1,89 @@
+"""``zoo build`` (re-create the embedded zoo from nothing) and ``zoo info`` (print its card)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from ..errors import InputError
+from .common import add_device_flag, tqdm_progress
+
+__all__ = ["register"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..device import pick_device
+    from ..zoo import MINI_SPEC, ZOO_ROOT, ZOO_SPEC, build_zoo
+
+    out = Path(args.out) if args.out else ZOO_ROOT
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; give a folder for --out")
+    if not out.parent.is_dir():
+        raise InputError(f"{out.parent}: folder does not exist; create it first")
+    torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    staging = out.with_name(f".{out.name}.building")
+    shutil.rmtree(staging, ignore_errors=True)
+    spec = MINI_SPEC if args.mini else ZOO_SPEC
+    build_zoo(staging, spec, tqdm_progress("zoo build"), device)
+    if not args.no_card:
+        from ..zoo.card import write_card
+
+        write_card(staging, tqdm_progress("zoo card"), device, quick=args.mini)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    print(f"zoo written to {out}")
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from ..zoo import ZOO_ROOT
+    from ..zoo.source import BUILD_HINT
+
+    root = Path(args.root) if args.root else ZOO_ROOT
+    readme, card = root / "README.md", root / "card.json"
+    if not card.is_file():
+        raise InputError(f"{card}: zoo card missing; {BUILD_HINT}")
+    if args.json:
+        print(json.dumps(json.loads(card.read_text()), indent=1))
+    elif readme.is_file():
+        print(readme.read_text())
+    else:
+        print(card.read_text())
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    zoo = subparsers.add_parser("zoo", help="build the embedded model zoo or print its card")
+    sub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")
+    build = sub.add_parser("build", help="re-create assets/zoo from nothing (training on CPU)")
+    build.add_argument("--out", help="output folder (default: the shipped assets/zoo)")
+    build.add_argument("--mini", action="store_true", help="the 2-task miniature zoo of the tests")
+    build.add_argument("--no-card", action="store_true", help="skip measuring the card")
+    build.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="torch CPU threads (1 is fastest when other processes share the cores)",
+    )
+    add_device_flag(build)
+    build.set_defaults(func=_run_build)
+    info = sub.add_parser("info", help="print the zoo's card of measured numbers")
+    info.add_argument("--root", help="zoo folder (default: the shipped assets/zoo)")
+    info.add_argument("--json", action="store_true", help="print card.json instead of the table")
+    info.set_defaults(func=_run_info)

@@ -1,0 +1,24 @@
+"""Shared pytest fixtures. Owned by the zoo builder; other fixtures are added through them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def mini_zoo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A miniature zoo (2 tasks, a few steps, ~10 s) built once per session through build_zoo.
+
+    Its numbers mean nothing; it exercises the same files and code paths as the shipped zoo.
+    """
+    from taskarith_core.zoo import MINI_SPEC, build_zoo
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_zoo(tmp_path_factory.mktemp("mini_zoo"), MINI_SPEC)
+    finally:
+        torch.set_num_threads(threads)

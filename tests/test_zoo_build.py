@@ -1,0 +1,91 @@
+"""The miniature zoo goes through build_zoo and loads back with open_clip and ZooSource."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import open_clip
+import pytest
+import torch
+
+from taskarith_core.cli import main
+from taskarith_core.errors import InputError
+from taskarith_core.io import save_state_dict
+from taskarith_core.keys import is_attention_weight
+from taskarith_core.models.clip import load_visual_state
+from taskarith_core.zoo import MINI_SPEC, PARADIGMS, load_zoo
+from taskarith_core.zoo.finetune import classify
+
+
+def test_files_and_open_clip_loading(mini_zoo_root):
+    for name in ("config.json", "tasks.json", "pretrained.safetensors", "heads.safetensors"):
+        assert (mini_zoo_root / name).is_file()
+    for paradigm in PARADIGMS:
+        for task in MINI_SPEC.data.tasks:
+            assert (mini_zoo_root / paradigm / f"{task}.safetensors").is_file()
+    info = json.loads((mini_zoo_root / "tasks.json").read_text())
+    model = open_clip.create_model(
+        info["arch"], pretrained=str(mini_zoo_root / "pretrained.safetensors")
+    )
+    assert model.visual.image_size == (28, 28)
+
+
+def test_source_evaluates_every_paradigm(mini_zoo_root):
+    for paradigm in PARADIGMS:
+        source = load_zoo(paradigm, mini_zoo_root)
+        assert source.tasks == list(MINI_SPEC.data.tasks) and source.control_task == "symbols"
+        visual = source.build_visual()
+        for task in source.tasks:
+            images, labels = source.dataset(task, "test").tensors
+            load_visual_state(visual, source.load_finetuned(task))
+            logits = classify(visual, images, source.head(task))
+            assert logits.shape == (len(labels), len(source.classnames(task)))
+
+
+def test_sparse_paradigms_change_only_their_weights(mini_zoo_root):
+    pre = load_zoo("full", mini_zoo_root).load_pretrained()
+    task = MINI_SPEC.data.tasks[0]
+    attention = load_zoo("attention", mini_zoo_root).load_finetuned(task)
+    changed = {k for k in pre if not torch.equal(pre[k], attention[k])}
+    assert changed and all(is_attention_weight(k) for k in changed)
+    talos = load_zoo("talos", mini_zoo_root)
+    ft, mask = talos.load_finetuned(task), talos.talos_mask(task)
+    for key in pre:
+        frozen = mask[key] == 0
+        assert torch.equal(ft[key][frozen], pre[key][frozen]), key
+    assert mask["visual.class_embedding"].sum() == 0 and mask["visual.proj"].sum() == 0
+
+
+def test_talos_mask_density(mini_zoo_root):
+    mask = load_zoo("talos", mini_zoo_root).talos_mask(MINI_SPEC.data.tasks[1])
+    maskable = [
+        k for k in mask if not k.endswith(("class_embedding", "positional_embedding", "proj"))
+    ]
+    kept = sum(int(mask[k].sum()) for k in maskable) / sum(mask[k].numel() for k in maskable)
+    assert abs(kept - (1 - MINI_SPEC.talos.sparsity)) < 0.01
+
+
+def test_missing_asset_and_bad_checkpoint(mini_zoo_root, tmp_path):
+    broken = tmp_path / "zoo"
+    shutil.copytree(mini_zoo_root, broken)
+    (broken / "talos" / "shapes.mask.safetensors").unlink()
+    with pytest.raises(InputError, match="zoo build"):
+        load_zoo("talos", broken)
+    with pytest.raises(InputError, match="unknown paradigm"):
+        load_zoo("lora", broken)
+    source = load_zoo("full", broken)
+    state = source.load_finetuned("shapes")
+    state["visual.proj"] = torch.zeros(3, 3)
+    save_state_dict(state, broken / "full" / "shapes.safetensors")
+    with pytest.raises(InputError, match="visual.proj"):
+        source.load_finetuned("shapes")
+    with pytest.raises(InputError, match="unknown task"):
+        source.load_finetuned("letters")
+
+
+def test_cli_info_and_errors(mini_zoo_root, tmp_path, capsys):
+    assert main(["zoo", "info", "--root", str(tmp_path)]) == 2
+    assert "zoo build" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["zoo", "build", "--threads", "0"])
