@@ -1,0 +1,61 @@
+"""Merge explorer: ``python app.py`` serves the page on http://127.0.0.1:7860 (embedded zoo).
+
+Layout lives in ``taskarith_core.ui``; this file only reads the flags, switches off everything
+that would reach the network, and starts the server. The engine is imported in the background
+after the page is up, so the first page load is quick.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import argparse  # noqa: E402
+import threading  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serve the merge explorer page.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument(
+        "--paradigm", default="full", choices=["full", "attention", "talos"], help="zoo paradigm"
+    )
+    parser.add_argument("--zoo-root", default=None, help="another zoo folder (default assets/zoo)")
+    parser.add_argument("--manifest", default=None, help="open a manifest instead of the zoo")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    return parser.parse_args(argv)
+
+
+def warm_up(source: dict) -> None:
+    """Import the engine and open the default source while the first visitor reads the page."""
+    from taskarith_core.ui.common import config_from_source, explorer
+
+    try:
+        explorer(config_from_source(source))
+    except Exception:  # noqa: BLE001 - the page reports the same problem to the user on load
+        return
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from taskarith_core.ui.page import build_page
+
+    source = {
+        "source": "manifest" if args.manifest else "zoo",
+        "paradigm": args.paradigm,
+        "zoo_root": args.zoo_root,
+        "manifest": args.manifest,
+        "device": args.device,
+    }
+    demo = build_page(source)
+    demo.queue(default_concurrency_limit=4)
+    threading.Thread(target=warm_up, args=(source,), daemon=True).start()
+    demo.launch(server_name=args.host, server_port=args.port, share=False, show_error=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Analyses tab: cosine similarity, localisation, kernel test, sweeps, scaling, Ns stability.
+
+One picker, one Run button: each choice is one ``taskarith_core.analyses`` function and its figure
+function (no second versions here); results are cached per source and settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ..errors import InputError
+from .common import (
+    config_from_source,
+    explorer,
+    gr_progress,
+    user_errors,
+    write_figure_html,
+    write_text,
+)
+
+__all__ = ["ANALYSES", "SWEEP_METHODS", "build_analyses_tab", "run_analysis"]
+
+ANALYSES = [
+    ("Cosine similarity of task vectors", "cosine"),
+    ("Function localisation (tau_i evaluated on task j)", "localisation"),
+    ("Kernel test (post-hoc linearised vs non-linear)", "kernel"),
+    ("Accuracy sweep of one method", "sweep"),
+    ("Scaling with the number of tasks", "scaling"),
+    ("Importance stability against Ns", "stability"),
+]
+SWEEP_METHODS = [
+    "ta",
+    "ties",
+    "dare",
+    "consensus",
+    "sta-lp",
+    "sta-amp",
+    "sta-lpamp",
+    "sta-fisher",
+    "sta-random",
+    "talos-mask",
+    "fisher-mask",
+]
+_SCALING = {"ta": 0.3, "sta-lp": 0.8, "sta-random": 0.8}
+
+
+def run_analysis(
+    source: dict | None,
+    analysis: str,
+    tasks: list[str],
+    by: str,
+    method: str,
+    max_samples: float | None,
+    samples: float,
+    progress: Any = None,
+) -> tuple[Any, pd.DataFrame]:
+    """(figure, table) of one analysis on the chosen tasks of the user's source."""
+    if analysis not in dict((v, k) for k, v in ANALYSES):
+        raise InputError(f"unknown analysis {analysis!r}; pick one from the list")
+    if not tasks or len(tasks) < 2:
+        raise InputError("analyses compare tasks: tick at least two tasks")
+    cfg = config_from_source(source, tasks=list(tasks), samples=int(samples))
+    service = explorer(cfg)
+    chosen = service.resolve_tasks(tasks)
+    limit = int(max_samples) if max_samples else None
+    key = ("analysis", analysis, tuple(chosen), by, method, limit, int(samples))
+    compute = _RUNNERS[analysis]
+    frame = service.memo(
+        key,
+        lambda: compute(service, chosen, by, method, limit, int(samples), gr_progress(progress)),
+    )
+    return _FIGURES[analysis](frame, by, method), frame
+
+
+def _cosine(service, tasks, by, _method, _limit, _samples, _progress):
+    from ..analyses._common import source_task_vectors
+    from ..analyses.geometry import task_vector_cosine
+
+    vectors = source_task_vectors(service.source, tasks, service.pretrained())
+    return task_vector_cosine(vectors, by=by)
+
+
+def _localisation(service, tasks, _by, _method, limit, _samples, progress):
+    from ..analyses.geometry import localisation_matrix
+
+    return localisation_matrix(
+        service.source, tasks, max_samples=limit, device=service.device, progress=progress
+    )
+
+
+def _kernel(service, tasks, _by, _method, limit, _samples, progress):
+    from ..analyses.kernel import kernel_test
+
+    return kernel_test(
+        service.source, tasks, samples=limit or 512, device=service.device, progress=progress
+    )
+
+
+def _sweep(service, tasks, _by, method, limit, samples, progress):
+    from ..analyses.sweeps import accuracy_sweep
+
+    return accuracy_sweep(
+        service.source,
+        method,
+        tasks=tasks,
+        max_samples=limit,
+        samples=samples,
+        device=service.device,
+        progress=progress,
+    )
+
+
+def _scaling(service, tasks, _by, _method, limit, samples, progress):
+    from ..analyses.sweeps import task_count_scaling
+
+    return task_count_scaling(
+        service.source,
+        _SCALING,
+        tasks=tasks,
+        subsets=3,
+        max_samples=limit,
+        samples=samples,
+        device=service.device,
+        progress=progress,
+    )
+
+
+def _stability(service, tasks, _by, _method, limit, _samples, progress):
+    from ..analyses.sweeps import importance_stability
+
+    return importance_stability(
+        service.source,
+        "lp",
+        tasks=tasks,
+        max_samples=limit,
+        device=service.device,
+        progress=progress,
+    )
+
+
+_RUNNERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "cosine": _cosine,
+    "localisation": _localisation,
+    "kernel": _kernel,
+    "sweep": _sweep,
+    "scaling": _scaling,
+    "stability": _stability,
+}
+
+
+def _figure(name: str) -> Callable[[pd.DataFrame, str, str], Any]:
+    def draw(frame: pd.DataFrame, _by: str, _method: str) -> Any:
+        from ..analyses import figures
+
+        return getattr(figures, name)(frame)
+
+    return draw
+
+
+_FIGURES = {
+    "cosine": _figure("cosine_figure"),
+    "localisation": _figure("localisation_figure"),
+    "kernel": _figure("kernel_figure"),
+    "sweep": _figure("sweep_figure"),
+    "scaling": _figure("scaling_figure"),
+    "stability": _figure("stability_figure"),
+}
+
+
+def build_analyses_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            analysis = gr.Radio(ANALYSES, value="cosine", label="Analysis")
+            tasks = gr.CheckboxGroup(task_names, value=task_names, label="Tasks")
+            by = gr.Radio(
+                ["whole", "block", "kind"], value="whole", label="Cosine: pool tensors by"
+            )
+            method = gr.Dropdown(SWEEP_METHODS, value="sta-lp", label="Sweep: method")
+            max_samples = gr.Number(256, precision=0, label="Evaluation images per task (0 = all)")
+            samples = gr.Slider(1, 256, value=32, step=1, label="Ns (importance samples)")
+            run = gr.Button("Run analysis", variant="primary")
+        with gr.Column(scale=2):
+            plot = gr.Plot(label="Figure")
+            table = gr.Dataframe(label="Result table", interactive=False)
+            files = gr.File(label="Figure (HTML) and CSV", file_count="multiple")
+
+    @user_errors
+    def on_run(source, *values, progress=gr.Progress()):  # noqa: B008
+        figure, frame = run_analysis(source, *values, progress=progress)
+        name = values[0]
+        downloads = [
+            write_figure_html(f"{name}.html", figure),
+            write_text(f"{name}.csv", frame.to_csv(index=False)),
+        ]
+        return figure, frame, downloads
+
+    run.click(
+        on_run,
+        [source_state, analysis, tasks, by, method, max_samples, samples],
+        [plot, table, files],
+        api_name="analysis",
+    )
+    return {"multi": [tasks]}

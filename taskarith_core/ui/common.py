@@ -1,0 +1,113 @@
+"""Glue every tab shares: user errors as ``gr.Error``, ``gr.Progress`` as a core progress callback,
+the per-user source settings, and writing downloadable files.
+
+Nothing here imports torch: the page must be served before the engine has finished importing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ..errors import InputError
+from ..runconfig import RunConfig
+
+__all__ = [
+    "DEFAULT_SOURCE",
+    "config_from_source",
+    "download_dir",
+    "explorer",
+    "gr_progress",
+    "user_errors",
+    "write_figure_html",
+    "write_text",
+]
+
+log = logging.getLogger("taskarith_core.ui")
+
+#: per-user source settings kept in ``gr.State``: the keys of RunConfig that name a source
+DEFAULT_SOURCE: dict[str, Any] = {
+    "source": "zoo",
+    "paradigm": "full",
+    "zoo_root": None,
+    "manifest": None,
+    "device": "cpu",
+}
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show every failure as one sentence in a ``gr.Error`` box, never a traceback.
+
+    InputError messages already say what to change; anything else is logged on the server with
+    its traceback and shown as a short line that points at the log.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except InputError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - the page must never show a traceback
+            log.exception("callback %s failed", getattr(fn, "__name__", fn))
+            raise gr.Error(
+                f"{type(exc).__name__}: {exc}. This is a bug, not your input; the server log "
+                "has the details.",
+                print_exception=False,
+            ) from None
+
+    return wrapper
+
+
+def gr_progress(progress: Any) -> Callable[[int, int, str], None]:
+    """Adapt ``gr.Progress`` (or None) to the core's ``progress(done, total, message)``."""
+
+    def update(done: int, total: int, message: str = "") -> None:
+        if progress is not None and total:
+            progress((done, total), desc=message or None)
+
+    return update
+
+
+def config_from_source(source: dict[str, Any] | None, **settings: Any) -> RunConfig:
+    """A validated RunConfig of the user's source settings plus a tab's controls."""
+    data = dict(DEFAULT_SOURCE)
+    data.update(source or {})
+    data.update(settings)
+    return RunConfig.from_dict(data)
+
+
+def explorer(cfg: RunConfig):
+    """The shared service of the config's source (imports the engine on first use)."""
+    from .sources import explorer_for
+
+    return explorer_for(cfg)
+
+
+def download_dir() -> Path:
+    """A fresh folder per download so concurrent users never overwrite each other's files."""
+    folder = Path(tempfile.gettempdir()) / "taskarith_downloads" / uuid.uuid4().hex[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_text(name: str, text: str) -> str:
+    path = download_dir() / name
+    path.write_text(text)
+    return str(path)
+
+
+def write_figure_html(name: str, figure: Any) -> str:
+    """Interactive HTML of a plotly figure (self-contained: works offline)."""
+    path = download_dir() / name
+    figure.write_html(str(path), include_plotlyjs=True, full_html=True)
+    return str(path)

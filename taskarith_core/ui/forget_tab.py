@@ -1,0 +1,189 @@
+"""Forget tab: subtract one task (TA with lambda, STA with p) and watch it being forgotten.
+
+Shows target and control accuracy before (theta_pre) and after, the sweep of the method's
+parameter with the "control >= 95% of zero-shot" line, and test images with predicted labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..runconfig import RunConfig
+from .common import (
+    config_from_source,
+    explorer,
+    gr_progress,
+    user_errors,
+    write_figure_html,
+    write_text,
+)
+from .merge_tab import IMPORTANCE_LABELS
+
+__all__ = [
+    "NEGATE_LABELS",
+    "build_forget_tab",
+    "forget_config",
+    "forget_gallery",
+    "negation_curve",
+    "run_forget",
+]
+
+NEGATE_LABELS = [
+    ("Task arithmetic (theta_pre - lambda tau)", "task_arithmetic"),
+    ("STA (theta_pre - M tau, quantile p)", "sta"),
+]
+GALLERY_SIZE = 12
+
+
+def forget_config(
+    source: dict | None,
+    target: str | None,
+    method: str,
+    importance: str,
+    lam: float,
+    p: float,
+    samples: float,
+    seed: float,
+    max_samples: float | None,
+) -> RunConfig:
+    if not target:
+        raise InputError("no target task is picked; choose the task to forget")
+    return config_from_source(
+        source,
+        action="negate",
+        target=target,
+        tasks=[target],
+        method=method,
+        importance=importance,
+        lam=float(lam),
+        p=float(p),
+        samples=int(samples),
+        seed=int(seed),
+        max_samples=int(max_samples) if max_samples else None,
+    )
+
+
+def run_forget(cfg: RunConfig, progress: Any = None) -> tuple[pd.DataFrame, str]:
+    """Target / control accuracy before and after; a sentence saying whether the rule holds."""
+    table = explorer(cfg).run_negation(cfg, gr_progress(progress))
+    target = table.iloc[0]
+    text = (
+        f"**{cfg.target}**: {100 * target['before']:.2f}% -> **{100 * target['after']:.2f}%** "
+        f"with `{cfg.method}` ({', '.join(f'{n}={getattr(cfg, n)}' for n in cfg.used_params())})."
+    )
+    if len(table) > 1:
+        control = table.iloc[1]
+        keeps = control["after"] >= 0.95 * control["before"]
+        verdict = "keeps" if keeps else "does NOT keep"
+        text += (
+            f" Control {100 * control['before']:.2f}% -> {100 * control['after']:.2f}%: "
+            f"{verdict} >= 95% of zero-shot."
+        )
+    return table, text
+
+
+def negation_curve(cfg: RunConfig, progress: Any = None) -> Any:
+    """The sweep of lambda (TA) or p (STA) for the target, with the 95% control line."""
+    from ..analyses.figures import negation_figure
+    from ..analyses.negation import negation_sweep
+
+    service = explorer(cfg)
+    method = "ta" if cfg.method == "task_arithmetic" else f"sta-{cfg.importance.replace('_', '')}"
+    key = ("negation_sweep", cfg.target, method, cfg.samples, cfg.seed, cfg.split, cfg.max_samples)
+    frame = service.memo(
+        key,
+        lambda: negation_sweep(
+            service.source,
+            method,
+            tasks=[cfg.target],
+            split=cfg.split,
+            device=service.device,
+            max_samples=cfg.max_samples,
+            samples=cfg.samples,
+            seed=cfg.seed,
+            progress=gr_progress(progress),
+        ),
+    )
+    figure = negation_figure(frame, title=f"Forgetting {cfg.target} with {method}")
+    current = cfg.lam if cfg.method == "task_arithmetic" else cfg.p
+    figure.add_vline(x=current, line_dash="dot", annotation_text="current setting")
+    return figure
+
+
+def forget_gallery(cfg: RunConfig, count: int = GALLERY_SIZE) -> list[tuple[np.ndarray, str]]:
+    """Test images of the target with the label predicted before (theta_pre) and after."""
+    from .predictions import predict_labels
+
+    service = explorer(cfg)
+    target = service.negation_target(cfg)
+    images, labels, before = predict_labels(service, service.pretrained(), target, count)
+    _, _, after = predict_labels(service, service.merged_state(cfg), target, count)
+    names = service.source.classnames(target)
+    out = []
+    for image, label, b, a in zip(images, labels, before, after):
+        marks = ["ok" if guess == label else "x" for guess in (b, a)]
+        caption = (
+            f"true {names[label]} | before {names[b]} ({marks[0]}) | after {names[a]} ({marks[1]})"
+        )
+        out.append((image, caption))
+    return out
+
+
+def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            target = gr.Dropdown(
+                task_names,
+                value=task_names[0] if task_names else None,
+                label="Task to forget",
+                elem_id="forget-target",
+            )
+            method = gr.Radio(NEGATE_LABELS, value="task_arithmetic", label="Method")
+            importance = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance (STA)")
+            lam = gr.Slider(0, 2, value=0.5, step=0.05, label="lambda (TA)", elem_id="forget-lam")
+            p = gr.Slider(0, 1, value=0.9, step=0.01, label="Quantile p (STA)")
+            samples = gr.Slider(1, 256, value=32, step=1, label="Ns")
+            seed = gr.Number(0, precision=0, label="Seed")
+            max_samples = gr.Number(0, precision=0, label="Evaluation images per task (0 = all)")
+            run = gr.Button("Forget", variant="primary", elem_id="forget-run")
+            sweep = gr.Button("Sweep lambda / p")
+        with gr.Column(scale=2):
+            summary = gr.Markdown(elem_id="forget-summary")
+            table = gr.Dataframe(
+                label="Before (theta_pre) and after", elem_id="forget-table", interactive=False
+            )
+            gallery = gr.Gallery(
+                label="Target test images: true | before | after",
+                columns=4,
+                height="auto",
+                elem_id="forget-gallery",
+            )
+            curve = gr.Plot(label="Sweep: target and control accuracy")
+            files = gr.File(label="Downloads", file_count="multiple")
+    controls = [target, method, importance, lam, p, samples, seed, max_samples]
+
+    @user_errors
+    def on_run(source, *values, progress=gr.Progress()):  # noqa: B008
+        cfg = forget_config(source, *values)
+        result, text = run_forget(cfg, progress)
+        shown = result.assign(
+            before=(result["before"] * 100).round(2), after=(result["after"] * 100).round(2)
+        )
+        return text, shown, forget_gallery(cfg), [write_text("forget_config.json", cfg.to_json())]
+
+    run.click(
+        on_run, [source_state, *controls], [summary, table, gallery, files], api_name="forget"
+    )
+
+    @user_errors
+    def on_sweep(source, *values, progress=gr.Progress()):  # noqa: B008
+        figure = negation_curve(forget_config(source, *values), progress)
+        return figure, [write_figure_html("negation_sweep.html", figure)]
+
+    sweep.click(on_sweep, [source_state, *controls], [curve, files], api_name="forget_sweep")
+    return {"target": target, "controls": controls, "run": run}

@@ -1,0 +1,187 @@
+"""Masks tab: per-layer selection rates (tasks x layers, by kind), mask IoU, per-tensor drill-down.
+
+Moving p or k only rebuilds the masks from cached importances (the Explorer's memo), so the
+heatmap follows the slider; the drill-down draws each task's mask of one 2-D tensor as an image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from ..errors import InputError
+from ..runconfig import RunConfig
+from .common import config_from_source, explorer, user_errors, write_figure_html
+from .merge_tab import IMPORTANCE_LABELS
+
+__all__ = [
+    "KIND_CHOICES",
+    "build_masks_tab",
+    "mask_config",
+    "mask_images",
+    "mask_summary",
+    "mask_views",
+    "update_masks",
+]
+
+MASK_KINDS = [
+    ("STA crossmasking (quantile p)", "sta"),
+    ("TaLoS-style bottom-k (sparsity k)", "talos_mask"),
+]
+KIND_CHOICES = ["all", "attention", "mlp", "layernorm", "embedding", "other"]
+_MAX_SIDE = 384  # drill-down images are pooled down to at most this many pixels per side
+
+
+def mask_config(
+    source: dict | None,
+    tasks: list[str],
+    mask_kind: str,
+    importance: str,
+    p: float,
+    k: float,
+    samples: float,
+    seed: float,
+) -> RunConfig:
+    """A run config for the masks of the chosen tasks (what the Merge tab would merge with)."""
+    if not tasks or len(tasks) < 2:
+        raise InputError("masks compare tasks: tick at least two tasks")
+    return config_from_source(
+        source,
+        action="merge",
+        method=mask_kind,
+        tasks=list(tasks),
+        importance=importance,
+        p=float(p),
+        k=float(k),
+        samples=int(samples),
+        seed=int(seed),
+    )
+
+
+def mask_views(cfg: RunConfig, kind: str) -> tuple[Any, Any, str, list[str]]:
+    """(rates heatmap, IoU heatmap, summary line, tensor names) at the config's p or k."""
+    from ..analyses.figures import iou_figure, rates_figure
+    from ..analyses.geometry import mask_iou, rates_table
+
+    service = explorer(cfg)
+    masks = service.masks(cfg)
+    rates = service.memo(("rates", _mask_key(cfg)), lambda: rates_table(masks, "block"))
+    iou = service.memo(("iou", _mask_key(cfg)), lambda: mask_iou(masks))
+    shown = rates if kind == "all" else rates[rates["kind"] == kind]
+    if shown.empty:
+        raise InputError(f"no tensor of kind {kind!r} in this model; pick another kind")
+    title = _title(cfg)
+    tensors = [key for key, value in next(iter(masks.values())).items() if value.dim() >= 1]
+    return rates_figure(shown, title), iou_figure(iou, title), mask_summary(masks), tensors
+
+
+def _mask_key(cfg: RunConfig) -> tuple:
+    level = cfg.k if cfg.method == "talos_mask" else cfg.p
+    return (cfg.method, tuple(cfg.tasks), cfg.importance, cfg.samples, cfg.seed, level)
+
+
+def _title(cfg: RunConfig) -> str:
+    if cfg.method == "talos_mask":
+        return f"TaLoS-style bottom-k masks, k={cfg.k:.2f}, importance {cfg.importance}"
+    return f"STA masks, p={cfg.p:.2f}, importance {cfg.importance}"
+
+
+def mask_summary(masks: dict[str, dict[str, Any]]) -> str:
+    """Fraction of entries each task keeps (the actual masks, ties included)."""
+    parts = []
+    for task, mask in masks.items():
+        kept = sum(int(v.sum()) for v in mask.values())
+        total = sum(v.numel() for v in mask.values())
+        parts.append(f"{task} {kept / max(total, 1):.1%}")
+    return "Kept per task: " + ", ".join(parts)
+
+
+def mask_images(cfg: RunConfig, tensor: str) -> list[tuple[np.ndarray, str]]:
+    """Each task's mask of ``tensor`` as a black/white image (white = kept), with its rate."""
+    if not tensor:
+        raise InputError("pick a tensor to draw its masks")
+    masks = explorer(cfg).masks(cfg)
+    first = next(iter(masks.values()))
+    if tensor not in first:
+        raise InputError(f"tensor {tensor!r} is not in the masks; pick one from the list")
+    out = []
+    for task, mask in masks.items():
+        values = mask[tensor].float()
+        out.append((_to_image(values), f"{task}: {float(values.mean()):.1%} kept"))
+    return out
+
+
+def _to_image(values: Any) -> np.ndarray:
+    """2-D (or reshaped) mask -> uint8 image, mean-pooled so big tensors fit on the page."""
+    import torch
+    import torch.nn.functional as F
+
+    grid = values.reshape(values.shape[0], -1) if values.dim() >= 2 else values.reshape(1, -1)
+    if grid.shape[0] == 1:
+        grid = grid.expand(max(1, min(16, grid.shape[1] // 16)), -1)
+    factor = max(1, int(np.ceil(max(grid.shape) / _MAX_SIDE)))
+    if factor > 1:
+        grid = F.avg_pool2d(grid[None, None], factor, ceil_mode=True)[0, 0]
+    scale = max(1, _MAX_SIDE // max(grid.shape) // 2)
+    if scale > 1:
+        grid = torch.repeat_interleave(torch.repeat_interleave(grid, scale, 0), scale, 1)
+    return (grid.clamp(0, 1) * 255).to(torch.uint8).numpy()
+
+
+@user_errors
+def update_masks(source: dict | None, kind: str, *values: Any) -> tuple:
+    """Callback of every Masks control: heatmap, IoU, summary, tensor list, HTML downloads."""
+    cfg = mask_config(source, *values)
+    rates_fig, iou_fig, text, names = mask_views(cfg, kind)
+    downloads = [
+        write_figure_html("mask_rates.html", rates_fig),
+        write_figure_html("mask_iou.html", iou_fig),
+    ]
+    return rates_fig, iou_fig, text, gr.update(choices=names), downloads
+
+
+def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
+    """Lay out the Masks tab; heatmaps follow p / k as they move."""
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            tasks = gr.CheckboxGroup(
+                task_names, value=task_names, label="Tasks", elem_id="masks-tasks"
+            )
+            mask_kind = gr.Radio(MASK_KINDS, value="sta", label="Masks")
+            importance = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance metric")
+            p = gr.Slider(0, 1, value=0.8, step=0.01, label="Quantile p", elem_id="masks-p")
+            k = gr.Slider(0, 0.99, value=0.9, step=0.01, label="Sparsity k (fraction frozen)")
+            samples = gr.Slider(1, 256, value=32, step=1, label="Ns (samples for lp / fisher)")
+            seed = gr.Number(0, precision=0, label="Seed")
+            kind = gr.Radio(KIND_CHOICES, value="all", label="Tensor kind in the heatmap")
+            summary = gr.Markdown(elem_id="masks-summary")
+        with gr.Column(scale=2):
+            heatmap = gr.Plot(label="Selection rate per layer", elem_id="masks-heatmap")
+            iou = gr.Plot(label="Mask IoU across tasks")
+            files = gr.File(label="Figures (HTML)", file_count="multiple")
+            tensor = gr.Dropdown([], label="Drill down: tensor", allow_custom_value=True)
+            gallery = gr.Gallery(label="Mask of each task (white = kept)", columns=3, height="auto")
+    controls = [tasks, mask_kind, importance, p, k, samples, seed]
+
+    outputs = [heatmap, iou, summary, tensor, files]
+    for control in (*controls, kind):
+        control.change(
+            update_masks,
+            [source_state, kind, *controls],
+            outputs,
+            trigger_mode="always_last",
+            show_progress="minimal",
+            api_visibility="private",
+        )
+
+    @user_errors
+    def on_tensor(source, name, *values):
+        return mask_images(mask_config(source, *values), name)
+
+    tensor.change(on_tensor, [source_state, tensor, *controls], gallery, api_name="mask_images")
+    masks_api = gr.Button("Refresh", size="sm")
+    masks_api.click(update_masks, [source_state, kind, *controls], outputs, api_name="masks")
+    inputs = [source_state, kind, *controls]
+    return {"tasks": tasks, "controls": controls, "inputs": inputs, "outputs": outputs}

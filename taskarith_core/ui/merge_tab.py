@@ -1,0 +1,280 @@
+"""Merge tab: pick tasks, a method and its controls, press Run, compare runs side by side.
+
+The callbacks are plain functions of plain values (tests call them directly); ``build_merge_tab``
+only lays out components and wires them to these functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ..runconfig import RunConfig
+from .common import (
+    config_from_source,
+    explorer,
+    gr_progress,
+    user_errors,
+    write_figure_html,
+    write_text,
+)
+from .results import (
+    accuracy_figure,
+    history_frame,
+    history_row,
+    mean_markdown,
+    percent_table,
+    sta_kept_text,
+)
+
+__all__ = [
+    "IMPORTANCE_LABELS",
+    "METHOD_LABELS",
+    "build_merge_tab",
+    "fraction_text",
+    "merge_config",
+    "run_merge",
+]
+
+METHOD_LABELS = [
+    ("STA (quantile p, no coefficient)", "sta"),
+    ("Task arithmetic (lambda)", "task_arithmetic"),
+    ("TIES (top-k, lambda)", "ties"),
+    ("DARE (drop rate, lambda)", "dare"),
+    ("Consensus / TALL (lambda)", "consensus"),
+    ("TaLoS-mask arithmetic (sparsity k, lambda)", "talos_mask"),
+]
+IMPORTANCE_LABELS = [
+    ("lp: loss preservation (STA Eq. 12)", "lp"),
+    ("amp: amplitude theta^2", "amp"),
+    ("lp_amp: lp x amp", "lp_amp"),
+    ("fisher: diagonal Fisher (TaLoS Eq. 7)", "fisher"),
+    ("magnitude: |tau|", "magnitude"),
+    ("random (control)", "random"),
+]
+
+
+def merge_config(
+    source: dict | None,
+    tasks: list[str],
+    method: str,
+    importance: str,
+    p: float,
+    k: float,
+    lam: float,
+    samples: float,
+    drop_rate: float,
+    agreement: float,
+    tall_lambda: float,
+    seed: float,
+    max_samples: float | None,
+    split: str,
+) -> RunConfig:
+    """The run config of the Merge tab's controls (values as the page sends them)."""
+    if not tasks:
+        from ..errors import InputError
+
+        raise InputError("no task is ticked; tick at least two tasks to merge")
+    return config_from_source(
+        source,
+        action="merge",
+        tasks=list(tasks),
+        method=method,
+        importance=importance,
+        p=float(p),
+        k=float(k),
+        lam=float(lam),
+        samples=int(samples),
+        drop_rate=float(drop_rate),
+        agreement=int(agreement),
+        tall_lambda=float(tall_lambda),
+        seed=int(seed),
+        max_samples=int(max_samples) if max_samples else None,
+        split=split,
+    )
+
+
+def fraction_text(method: str, p: float, k: float, n_tasks: int) -> str:
+    """What the slider values mean in kept entries, shown beside the sliders."""
+    if method == "sta":
+        return sta_kept_text(p, n_tasks)
+    if method == "ties":
+        return f"TIES keeps the top **{k:.0%}** of each task vector by magnitude."
+    if method == "talos_mask":
+        return f"TaLoS-mask keeps the **{1 - k:.0%}** least important entries of each tensor."
+    if method == "dare":
+        return "DARE: drop rate in the advanced settings; k and p are not used."
+    return "p and k are not used by this method; lambda scales the summed task vectors."
+
+
+def run_merge(cfg: RunConfig, history: list[dict] | None, progress: Any = None):
+    """Merge + evaluate; returns (per-task table, figure, mean text, history, history frame)."""
+    service = explorer(cfg)
+    table = service.run_merge(cfg, gr_progress(progress))
+    history = list(history or []) + [history_row(cfg, table, len(history or []) + 1)]
+    figure = accuracy_figure(table, title=_title(cfg))
+    return table, figure, mean_markdown(table, cfg), history, history_frame(history)
+
+
+def _title(cfg: RunConfig) -> str:
+    used = ", ".join(f"{name}={getattr(cfg, name)}" for name in cfg.used_params())
+    return f"{cfg.method} ({used}) on {len(cfg.tasks)} tasks"
+
+
+def _downloads(cfg: RunConfig, figure: Any, history: list[dict]) -> list[str]:
+    return [
+        write_text("run_config.json", cfg.to_json()),
+        write_figure_html("merge_accuracy.html", figure),
+        write_text("merge_results.csv", history_frame(history).to_csv(index=False)),
+    ]
+
+
+def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
+    """Lay out the Merge tab; returns its components (the page wires source changes to them)."""
+    history = gr.State([])
+    last_config = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            tasks = gr.CheckboxGroup(
+                task_names, value=task_names, label="Tasks", elem_id="merge-tasks"
+            )
+            method = gr.Dropdown(METHOD_LABELS, value="sta", label="Method", elem_id="merge-method")
+            importance = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance metric")
+            p = gr.Slider(0, 1, value=0.8, step=0.01, label="Quantile p (STA)", elem_id="merge-p")
+            k = gr.Slider(0, 1, value=0.2, step=0.01, label="k (TIES kept / TaLoS frozen)")
+            kept = gr.Markdown(sta_kept_text(0.8, len(task_names)), elem_id="merge-kept")
+            lam = gr.Slider(0, 2, value=0.3, step=0.05, label="lambda (task-vector coefficient)")
+            samples = gr.Slider(1, 256, value=32, step=1, label="Ns (samples for lp / fisher)")
+            with gr.Accordion("Advanced", open=False):
+                drop_rate = gr.Slider(0, 0.99, value=0.9, step=0.01, label="DARE drop rate")
+                agreement = gr.Slider(1, 8, value=2, step=1, label="Consensus: min. agreeing tasks")
+                tall_lambda = gr.Slider(
+                    0, 2, value=0.4, step=0.05, label="Consensus: TALL lambda_t"
+                )
+                seed = gr.Number(0, precision=0, label="Seed (importance samples, DARE, random)")
+                max_samples = gr.Number(
+                    0, precision=0, label="Evaluation images per task (0 = all)"
+                )
+                split = gr.Radio(["test", "val"], value="test", label="Evaluation split")
+            run = gr.Button("Run", variant="primary", elem_id="merge-run")
+        with gr.Column(scale=2):
+            chart = gr.Plot(label="Per-task accuracy", elem_id="merge-chart")
+            mean = gr.Markdown(elem_id="merge-mean")
+            table = gr.Dataframe(label="This run", elem_id="merge-table", interactive=False)
+            runs = gr.Dataframe(
+                label="All runs (compare settings)", elem_id="merge-history", interactive=False
+            )
+            files = gr.File(
+                label="Downloads: run config, figure, results CSV", file_count="multiple"
+            )
+            with gr.Row():
+                model_btn = gr.Button("Build merged model (.safetensors)")
+                upload = gr.UploadButton("Load run config (JSON)", file_types=[".json"])
+            model_file = gr.File(label="Merged model")
+    controls = [
+        tasks,
+        method,
+        importance,
+        p,
+        k,
+        lam,
+        samples,
+        drop_rate,
+        agreement,
+        tall_lambda,
+        seed,
+        max_samples,
+        split,
+    ]
+
+    for slider in (method, p, k, tasks):
+        slider.change(
+            lambda m, pv, kv, ts: fraction_text(m, pv, kv, len(ts or [])),
+            [method, p, k, tasks],
+            kept,
+            show_progress="hidden",
+            api_visibility="private",
+        )
+
+    @user_errors
+    def on_run(source, history_value, *values, progress=gr.Progress()):  # noqa: B008
+        cfg = merge_config(source, *values)
+        result, figure, mean_text, hist, frame = run_merge(cfg, history_value, progress)
+        shown = percent_table(result)
+        return figure, mean_text, shown, frame, hist, cfg.to_dict(), _downloads(cfg, figure, hist)
+
+    run.click(
+        on_run,
+        [source_state, history, *controls],
+        [chart, mean, table, runs, history, last_config, files],
+        api_name="merge",
+    )
+
+    @user_errors
+    def on_model(cfg_dict, progress=gr.Progress()):  # noqa: B008
+        return save_merged_model(cfg_dict, progress)
+
+    model_btn.click(on_model, [last_config], model_file, api_name="merged_model")
+
+    @user_errors
+    def on_upload(path):
+        return controls_from_config(_read_upload(path))
+
+    upload.upload(on_upload, upload, [source_state, *controls], api_visibility="private")
+    return {"tasks": tasks, "controls": controls, "history": history, "run": run}
+
+
+def save_merged_model(cfg_dict: dict | None, progress: Any = None) -> str:
+    """Write the merged image tower of the last run as safetensors, its config in the metadata."""
+    from ..errors import InputError
+    from ..io import save_state_dict
+
+    if not cfg_dict:
+        raise InputError("no merge has run yet; press Run first, then build the merged model")
+    cfg = RunConfig.from_dict(cfg_dict)
+    state = explorer(cfg).merged_state(cfg, gr_progress(progress))
+    from .common import download_dir
+
+    path = download_dir() / f"merged_{cfg.method}.safetensors"
+    save_state_dict(state, path, metadata={"run_config": cfg.to_json()})
+    return str(path)
+
+
+def _read_upload(path: Any) -> RunConfig:
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    if not path:
+        raise InputError("no file was uploaded; choose a run config JSON the page wrote")
+    return RunConfig.from_json(Path(str(path)).read_text())
+
+
+def controls_from_config(cfg: RunConfig) -> list[Any]:
+    """Source settings + the Merge tab's control values of an uploaded config, in control order."""
+    if cfg.action != "merge":
+        from ..errors import InputError
+
+        raise InputError("this run config is a forgetting run; load it in the Forget tab")
+    source = {
+        name: getattr(cfg, name)
+        for name in ("source", "paradigm", "zoo_root", "manifest", "device")
+    }
+    tasks = cfg.tasks or explorer(cfg).tasks
+    return [
+        source,
+        tasks,
+        cfg.method,
+        cfg.importance,
+        cfg.p,
+        cfg.k,
+        cfg.lam,
+        cfg.samples,
+        cfg.drop_rate,
+        cfg.agreement,
+        cfg.tall_lambda,
+        cfg.seed,
+        cfg.max_samples or 0,
+        cfg.split,
+    ]

@@ -1,0 +1,145 @@
+"""The whole page: the shared model-source picker above one tab per activity.
+
+``build_page`` only lays out and wires; every tab's work lives in its own module. Task lists are
+filled when the page loads (and when the source changes), so the server starts before the engine
+and the zoo have been imported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ..errors import InputError
+from ..runconfig import RunConfig
+from .common import DEFAULT_SOURCE, config_from_source, explorer, user_errors
+from .forget_tab import build_forget_tab
+from .masks_tab import build_masks_tab, update_masks
+from .merge_tab import build_merge_tab
+
+__all__ = ["build_page", "describe_source", "initial_tasks", "load_source"]
+
+#: the shipped zoo (``taskarith_core.zoo.ZOO_ROOT``, not imported: it pulls in torch)
+_DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "assets" / "zoo"
+
+PARADIGM_LABELS = [
+    ("full fine-tuning", "full"),
+    ("attention-only", "attention"),
+    ("TaLoS sparse", "talos"),
+]
+INTRO = (
+    "## Merge explorer\nMerge CLIP task vectors with STA, TaLoS masks, task arithmetic, TIES, "
+    "DARE or Consensus; see which parameters each task keeps; forget a task. Every run can be "
+    "downloaded as a run config and reproduced with `python -m taskarith_core run --config`."
+)
+
+
+def load_source(
+    kind: str, paradigm: str, manifest: str | None, base: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[str], str]:
+    """Open the picked source; returns (source settings, task names, status line)."""
+    source = dict(base or DEFAULT_SOURCE)
+    source.update(source=kind, paradigm=paradigm or "full")
+    if kind == "manifest":
+        if not manifest or not str(manifest).strip():
+            raise InputError("manifest is picked but no path is given; type the manifest's path")
+        source["manifest"] = str(manifest).strip()
+    cfg = config_from_source(source)
+    service = explorer(cfg)
+    return source, service.tasks, describe_source(cfg, service)
+
+
+def describe_source(cfg: RunConfig, service: Any) -> str:
+    control = service.source.control_task or "none"
+    return (
+        f"Loaded **{service.source.name}**: {len(service.tasks)} tasks "
+        f"({', '.join(service.tasks)}); control set: {control}."
+    )
+
+
+def initial_tasks(source: dict[str, Any]) -> list[str]:
+    """Task names for the first page: read from the zoo's tasks.json when possible, so the page
+    is served before torch and open_clip are imported; otherwise open the source."""
+    if source.get("source", "zoo") == "zoo":
+        root = Path(source["zoo_root"]) if source.get("zoo_root") else _DEFAULT_ZOO
+        try:
+            return list(json.loads((root / "tasks.json").read_text())["tasks"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not a built zoo folder (or a test source): open it below
+    try:
+        return explorer(config_from_source(source)).tasks
+    except InputError:
+        return []  # the page shows the reason when it loads (``on_load``)
+
+
+def build_page(
+    default_source: dict[str, Any] | None = None, task_names: list[str] | None = None
+) -> gr.Blocks:
+    """The Blocks app; ``default_source`` holds RunConfig source keys (zoo paradigm / manifest)."""
+    start = dict(DEFAULT_SOURCE)
+    start.update(default_source or {})
+    names = initial_tasks(start) if task_names is None else list(task_names)
+    with gr.Blocks(title="Merge explorer", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        source_state = gr.State(start)
+        with gr.Row(equal_height=True):
+            kind = gr.Radio(
+                [("embedded zoo", "zoo"), ("manifest file", "manifest")],
+                value=start["source"],
+                label="Model source",
+                scale=1,
+            )
+            paradigm = gr.Dropdown(
+                PARADIGM_LABELS, value=start["paradigm"], label="Zoo paradigm", scale=1
+            )
+            manifest = gr.Textbox(
+                start.get("manifest") or "", label="Manifest path (YAML/JSON)", scale=2
+            )
+            load = gr.Button("Load source", scale=0)
+        status = gr.Markdown(elem_id="source-status")
+        with gr.Tabs():
+            with gr.Tab("Merge", id="merge"):
+                merge = build_merge_tab(source_state, names)
+            with gr.Tab("Masks", id="masks") as masks_tab:
+                masks = build_masks_tab(source_state, names)
+            with gr.Tab("Forget", id="forget"):
+                forget = build_forget_tab(source_state, names)
+            extra = _optional_tabs(source_state, names)
+        multi = [merge["tasks"], masks["tasks"], *extra.get("multi", [])]
+        single = [(forget["target"], 0), *extra.get("single", [])]
+
+        @user_errors
+        def on_load(kind_value, paradigm_value, manifest_value, base):
+            source, tasks, text = load_source(kind_value, paradigm_value, manifest_value, base)
+            updates = [gr.update(choices=tasks, value=tasks) for _ in multi]
+            updates += [
+                gr.update(choices=tasks, value=tasks[min(i, len(tasks) - 1)] if tasks else None)
+                for _, i in single
+            ]
+            return [source, text, *updates]
+
+        outputs = [source_state, status, *multi, *(component for component, _ in single)]
+        load.click(on_load, [kind, paradigm, manifest, source_state], outputs, api_name="load")
+        demo.load(
+            on_load, [kind, paradigm, manifest, source_state], outputs, api_visibility="private"
+        )
+        masks_tab.select(update_masks, masks["inputs"], masks["outputs"], api_visibility="private")
+    return demo
+
+
+def _optional_tabs(source_state: gr.State, names: list[str]) -> dict[str, list]:
+    """Disentanglement and Analyses tabs, laid out by their own modules."""
+    from .analyses_tab import build_analyses_tab
+    from .xi_tab import build_xi_tab
+
+    with gr.Tab("Disentanglement", id="xi"):
+        xi = build_xi_tab(source_state, names)
+    with gr.Tab("Analyses", id="analyses"):
+        analyses = build_analyses_tab(source_state, names)
+    return {
+        "multi": analyses.get("multi", []),
+        "single": [*xi.get("single", []), *analyses.get("single", [])],
+    }

@@ -1,0 +1,246 @@
+"""The page's service layer: one :class:`Explorer` per model source, shared by every user.
+
+Results are keyed by exactly what determines them (``RunConfig.key``), so per-user state can stay
+small (``gr.State`` holds configs and tables) while importances, masks, merged models and
+evaluations are computed once: moving p recomputes the masks, never the importances.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import pandas as pd
+
+from ..device import pick_device
+from ..errors import InputError
+from ..fusion import merge, negate
+from ..importance import compute_importance
+from ..masks import Mask, sta_fusion_masks, sta_negation_mask
+from ..models.source import ModelSource
+from ..progress import Progress, no_progress
+from ..runconfig import RunConfig
+from ..taskvec import StateDict
+from .cache import Memo
+
+__all__ = ["Explorer"]
+
+
+class Explorer:
+    """Cached access to one source's weights, importances, masks, merges and accuracies."""
+
+    def __init__(self, source: ModelSource, device: str = "cpu"):
+        self.source = source
+        self.device = str(pick_device(device))
+        self.counts: Counter = Counter()  #: computations per kind (tests check what was reused)
+        self._weights: Memo = Memo("weights", counter=self.counts)
+        self._importance: Memo = Memo("importance", counter=self.counts)
+        self._masks: Memo = Memo("masks", maxsize=32, counter=self.counts)
+        self._states: Memo = Memo("state", maxsize=8, counter=self.counts)
+        self._evals: Memo = Memo("evaluation", maxsize=256, counter=self.counts)
+        self._reference: Memo = Memo("reference", counter=self.counts)
+        self._misc: Memo = Memo("analysis", maxsize=64, counter=self.counts)
+
+    # --- inputs ---------------------------------------------------------------------------
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.source.tasks)
+
+    def resolve_tasks(self, tasks: Sequence[str], minimum: int = 2) -> list[str]:
+        """Chosen tasks in the source's order; empty = all. Errors say what to tick."""
+        chosen = list(tasks) or self.tasks
+        unknown = [t for t in chosen if t not in self.tasks]
+        if unknown:
+            raise InputError(
+                f"task {unknown[0]!r} is not in {self.source.name}; choose from "
+                f"{', '.join(self.tasks)}"
+            )
+        if len(chosen) < minimum:
+            raise InputError(
+                f"a merge needs at least {minimum} tasks but {len(chosen)} is ticked; "
+                "tick two or more tasks"
+            )
+        return [t for t in self.tasks if t in chosen]
+
+    def pretrained(self) -> StateDict:
+        return self._weights.get(("pre",), self.source.load_pretrained)
+
+    def finetuned(self, task: str) -> StateDict:
+        return self._weights.get(("ft", task), lambda: self.source.load_finetuned(task))
+
+    def importance(self, task: str, metric: str, samples: int, seed: int) -> StateDict:
+        """I_t of one task; model-free metrics ignore Ns, so they share one cache entry."""
+        model_based = metric in ("lp", "fisher", "lp_amp")
+        key = (task, metric, samples if model_based else 0, seed)
+
+        def compute() -> StateDict:
+            return compute_importance(
+                metric,
+                self.pretrained(),
+                self.finetuned(task),
+                source=self.source,
+                task=task,
+                samples=samples,
+                seed=seed,
+                device=self.device,
+            )
+
+        return self._importance.get(key, compute)
+
+    # --- masks and edited models -----------------------------------------------------------
+    def masks(self, cfg: RunConfig, tasks: Sequence[str] | None = None) -> dict[str, Mask]:
+        """Per-task masks of an STA (p) or TaLoS-mask (k) run: what the Masks tab draws."""
+        chosen = self.resolve_tasks(tasks if tasks is not None else cfg.tasks)
+        kind = "talos_mask" if cfg.method == "talos_mask" else "sta"
+        level = cfg.k if kind == "talos_mask" else cfg.p
+        key = (kind, tuple(chosen), cfg.importance, cfg.samples, cfg.seed, level)
+
+        def compute() -> dict[str, Mask]:
+            imps = [self.importance(t, cfg.importance, cfg.samples, cfg.seed) for t in chosen]
+            if kind == "talos_mask":
+                from ..analyses.sweeps import fisher_bottom_k_masks
+
+                return dict(zip(chosen, fisher_bottom_k_masks(imps, level)))
+            return dict(zip(chosen, sta_fusion_masks(imps, level)))
+
+        return self._masks.get(key, compute)
+
+    def merged_state(self, cfg: RunConfig, progress: Progress = no_progress) -> StateDict:
+        """The merged image tower of a merge config (or the edited one of a negation config)."""
+        return self._states.get(cfg.key(), lambda: self._edit(cfg, progress))
+
+    def _edit(self, cfg: RunConfig, progress: Progress) -> StateDict:
+        if cfg.action == "negate":
+            return self._negated(cfg, progress)
+        tasks = self.resolve_tasks(cfg.tasks)
+        pre = self.pretrained()
+        fts = [self.finetuned(t) for t in tasks]
+        method = cfg.method
+        if method in ("sta", "talos_mask"):
+            imps = []
+            for index, task in enumerate(tasks):
+                progress(index, len(tasks), f"importance {cfg.importance} of {task}")
+                imps.append(self.importance(task, cfg.importance, cfg.samples, cfg.seed))
+            progress(len(tasks), len(tasks), "merging")
+            if method == "sta":
+                return merge("sta", pre, fts, importances=imps, p=cfg.p)
+            masks = self.masks(cfg, tasks)
+            return merge(
+                "masked_arithmetic", pre, fts, masks=[masks[t] for t in tasks], lam=cfg.lam
+            )
+        params = {
+            "task_arithmetic": {"lam": cfg.lam},
+            "ties": {"k": cfg.k, "lam": cfg.lam},
+            "dare": {"rate": cfg.drop_rate, "lam": cfg.lam, "seed": cfg.seed},
+            "consensus": {"lam": cfg.lam, "tall_lambda": cfg.tall_lambda, "k": cfg.agreement},
+        }[method]
+        return merge(method, pre, fts, **params)
+
+    def _negated(self, cfg: RunConfig, progress: Progress) -> StateDict:
+        target = self.negation_target(cfg)
+        pre = self.pretrained()
+        if cfg.method == "sta":
+            progress(0, 1, f"importance {cfg.importance} of {target}")
+            imp = self.importance(target, cfg.importance, cfg.samples, cfg.seed)
+            return negate("sta", pre, pre, self.finetuned(target), importance=imp, p=cfg.p)
+        return negate("task_arithmetic", pre, pre, self.finetuned(target), lam=cfg.lam)
+
+    def negation_target(self, cfg: RunConfig) -> str:
+        if cfg.target not in self.tasks:
+            raise InputError(
+                f"target task {cfg.target!r} is not in {self.source.name}; pick one of "
+                f"{', '.join(self.tasks)}"
+            )
+        return str(cfg.target)
+
+    def negation_mask(self, cfg: RunConfig) -> Mask:
+        target = self.negation_target(cfg)
+        imp = self.importance(target, cfg.importance, cfg.samples, cfg.seed)
+        key = ("negation", target, cfg.importance, cfg.samples, cfg.seed, cfg.p)
+        return self._masks.get(key, lambda: sta_negation_mask(imp, cfg.p))
+
+    # --- accuracies -------------------------------------------------------------------------
+    def evaluate(
+        self,
+        name: str,
+        state: StateDict,
+        tasks: Sequence[str],
+        split: str,
+        max_samples: int | None,
+        progress: Progress = no_progress,
+    ) -> pd.DataFrame:
+        """Accuracy of one image tower on each task: DataFrame[model, task, split, accuracy]."""
+        from ..models.evaluation import evaluate_states
+
+        return evaluate_states(
+            self.source,
+            {name: state},
+            tasks=list(tasks),
+            split=split,
+            device=self.device,
+            max_samples=max_samples,
+            progress=progress,
+        )
+
+    def reference(self, split: str, max_samples: int | None) -> pd.DataFrame:
+        """Zero-shot and fine-tuned accuracy per task: DataFrame[task, zeroshot, finetuned]."""
+        from ..models.evaluation import reference_accuracies
+
+        key = (split, max_samples)
+        return self._reference.get(
+            key,
+            lambda: reference_accuracies(
+                self.source, split=split, device=self.device, max_samples=max_samples
+            ),
+        )
+
+    def run_merge(self, cfg: RunConfig, progress: Progress = no_progress) -> pd.DataFrame:
+        """Merge + evaluate: one row per task with zeroshot, finetuned, merged and normalised."""
+        if cfg.action != "merge":
+            raise InputError("this run config is a forgetting run; open it in the Forget tab")
+        tasks = self.resolve_tasks(cfg.tasks)
+
+        def compute() -> pd.DataFrame:
+            state = self.merged_state(cfg, progress)
+            acc = self.evaluate("merged", state, tasks, cfg.split, cfg.max_samples, progress)
+            ref = self.reference(cfg.split, cfg.max_samples).set_index("task")
+            table = pd.DataFrame({"task": tasks})
+            table["zeroshot"] = [float(ref.loc[t, "zeroshot"]) for t in tasks]
+            table["finetuned"] = [float(ref.loc[t, "finetuned"]) for t in tasks]
+            table["merged"] = [float(acc.set_index("task").loc[t, "accuracy"]) for t in tasks]
+            table["normalised"] = table["merged"] / table["finetuned"]
+            table["zeroshot_normalised"] = table["zeroshot"] / table["finetuned"]
+            return table
+
+        return self._evals.get(("merge",) + cfg.key(), compute)
+
+    def run_negation(self, cfg: RunConfig, progress: Progress = no_progress) -> pd.DataFrame:
+        """Forgetting: target and control accuracy of the pretrained and the edited model."""
+        if cfg.action != "negate":
+            raise InputError("this run config is a merge; open it in the Merge tab")
+        target = self.negation_target(cfg)
+        control = self.source.control_task
+        tasks = [target] + ([control] if control else [])
+
+        def compute() -> pd.DataFrame:
+            state = self.merged_state(cfg, progress)
+            before = self.evaluate(
+                "pretrained", self.pretrained(), tasks, cfg.split, cfg.max_samples
+            )
+            after = self.evaluate("negated", state, tasks, cfg.split, cfg.max_samples, progress)
+            table = pd.DataFrame(
+                {
+                    "role": ["target"] + (["control"] if control else []),
+                    "task": tasks,
+                    "before": before.set_index("task").loc[tasks, "accuracy"].to_numpy(),
+                    "after": after.set_index("task").loc[tasks, "accuracy"].to_numpy(),
+                }
+            )
+            table["ratio"] = table["after"] / table["before"].where(table["before"] > 0)
+            return table
+
+        return self._evals.get(("negate",) + cfg.key(), compute)
+
+    def memo(self, key: tuple, compute):
+        """Cache any other result of this source (analyses, sweeps) under ``key``."""
+        return self._misc.get(key, compute)

@@ -1,0 +1,185 @@
+"""Disentanglement tab: xi(alpha1, alpha2) for two tasks, two paradigms side by side.
+
+Each heatmap is ``analyses.xi.disentanglement_grid`` on one source (cached in memory here and on
+disk by the analysis); "STA-masked" edits both task vectors with their STA masks at p first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from ..errors import InputError
+from ..runconfig import RunConfig
+from .common import config_from_source, explorer, gr_progress, user_errors, write_figure_html
+from .merge_tab import IMPORTANCE_LABELS
+
+__all__ = ["XI_EDITS", "build_xi_tab", "xi_frame", "xi_views"]
+
+XI_EDITS = [("task vectors as fine-tuned", "plain"), ("STA-masked task vectors (p)", "sta")]
+XI_GRIDS = [
+    ("15 x 15 on [-2, 2] (Ortiz-Jimenez et al.)", "ortiz"),
+    ("20 x 20 on [-3, 3] (TaLoS)", "talos"),
+]
+SIDE_CHOICES = [
+    ("none", "none"),
+    ("full", "full"),
+    ("attention-only", "attention"),
+    ("TaLoS", "talos"),
+]
+
+
+def xi_frame(
+    cfg: RunConfig,
+    task1: str,
+    task2: str,
+    edit: str,
+    grid: str,
+    distance: str,
+    samples: int,
+    progress: Any = None,
+) -> pd.DataFrame:
+    """The xi grid of one source (the config's) for a pair of tasks."""
+    from ..analyses.xi import XI_PRESETS, disentanglement_grid
+    from ..taskvec import task_vector
+
+    if not task1 or not task2 or task1 == task2:
+        raise InputError("xi compares two different tasks; pick task 1 and task 2")
+    if grid not in XI_PRESETS:
+        raise InputError(f"unknown xi grid {grid!r}; pick one of {', '.join(XI_PRESETS)}")
+    service = explorer(cfg)
+    pair = [task1, task2]
+    service.resolve_tasks(pair)
+    vectors = None
+    label = f"{service.source.name}"
+    if edit == "sta":
+        masks = service.masks(cfg, pair)
+        pre = service.pretrained()
+        vectors = []
+        for task in pair:
+            tau = task_vector(pre, service.finetuned(task))
+            vectors.append({k: v * masks[task][k].to(v.dtype) for k, v in tau.items()})
+        label += f" STA p={cfg.p:.2f} {cfg.importance}"
+    key = (
+        "xi",
+        tuple(pair),
+        edit,
+        cfg.p if edit == "sta" else None,
+        cfg.importance,
+        grid,
+        distance,
+        samples,
+        cfg.seed,
+    )
+    return service.memo(
+        key,
+        lambda: disentanglement_grid(
+            service.source,
+            task1,
+            task2,
+            vectors=vectors,
+            grid=XI_PRESETS[grid],
+            distance=distance,
+            samples=int(samples),
+            seed=cfg.seed,
+            device=service.device,
+            label=label,
+            progress=gr_progress(progress),
+        ),
+    )
+
+
+def xi_views(
+    source: dict | None,
+    task1: str,
+    task2: str,
+    side_a: str,
+    side_b: str,
+    edit: str,
+    grid: str,
+    distance: str,
+    samples: float,
+    importance: str,
+    p: float,
+    progress: Any = None,
+) -> tuple[Any, Any, pd.DataFrame]:
+    """Heatmaps for paradigm A and B (B optional, zoo only) and their summary table."""
+    from ..analyses.figures import xi_figure
+    from ..analyses.xi import xi_summary
+
+    frames, figures = [], []
+    for side in (side_a, side_b):
+        if side == "none":
+            figures.append(None)
+            continue
+        overrides: dict[str, Any] = {"tasks": [task1, task2], "importance": importance}
+        if (source or {}).get("source", "zoo") == "zoo":
+            overrides["paradigm"] = side
+        elif side != side_a:
+            raise InputError("a manifest has one set of checkpoints; set paradigm B to none")
+        cfg = config_from_source(source, p=float(p), **overrides)
+        frame = xi_frame(cfg, task1, task2, edit, grid, distance, int(samples), progress)
+        frames.append(frame)
+        figures.append(xi_figure(frame))
+    if not frames:
+        raise InputError("both paradigms are 'none'; pick at least paradigm A")
+    return figures[0], figures[1], xi_summary(pd.concat(frames, ignore_index=True))
+
+
+def build_xi_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            first = task_names[0] if task_names else None
+            second = task_names[1] if len(task_names) > 1 else first
+            task1 = gr.Dropdown(task_names, value=first, label="Task 1", elem_id="xi-task1")
+            task2 = gr.Dropdown(task_names, value=second, label="Task 2", elem_id="xi-task2")
+            side_a = gr.Dropdown(SIDE_CHOICES[1:], value="full", label="Paradigm A")
+            side_b = gr.Dropdown(SIDE_CHOICES, value="attention", label="Paradigm B (zoo only)")
+            edit = gr.Radio(XI_EDITS, value="plain", label="Task vectors")
+            importance = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance (STA)")
+            p = gr.Slider(0, 1, value=0.8, step=0.01, label="Quantile p (STA)")
+            grid = gr.Radio(XI_GRIDS, value="ortiz", label="Grid")
+            distance = gr.Radio(
+                [("prediction disagreement", "prediction"), ("KL", "kl")],
+                value="prediction",
+                label="Distance",
+            )
+            samples = gr.Slider(16, 2048, value=256, step=16, label="Samples per task")
+            run = gr.Button("Compute xi", variant="primary")
+        with gr.Column(scale=2):
+            with gr.Row():
+                plot_a = gr.Plot(label="Paradigm A")
+                plot_b = gr.Plot(label="Paradigm B")
+            summary = gr.Dataframe(label="Summary (mean xi, area with xi < 0.1)", interactive=False)
+            files = gr.File(label="Figures (HTML) and CSV", file_count="multiple")
+
+    @user_errors
+    def on_run(source, *values, progress=gr.Progress()):  # noqa: B008
+        fig_a, fig_b, table = xi_views(source, *values, progress=progress)
+        from .common import write_text
+
+        downloads = [
+            write_figure_html("xi_a.html", fig_a),
+            write_text("xi_summary.csv", table.to_csv(index=False)),
+        ]
+        if fig_b is not None:
+            downloads.append(write_figure_html("xi_b.html", fig_b))
+        return fig_a, fig_b, table, downloads
+
+    inputs = [
+        source_state,
+        task1,
+        task2,
+        side_a,
+        side_b,
+        edit,
+        grid,
+        distance,
+        samples,
+        importance,
+        p,
+    ]
+    run.click(on_run, inputs, [plot_a, plot_b, summary, files], api_name="xi")
+    return {"single": [(task1, 0), (task2, 1)]}
