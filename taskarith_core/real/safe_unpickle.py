@@ -1,12 +1,13 @@
 """Read the weights out of a pickled whole module without running any of the pickle's code.
 
 The task-vectors release of Ilharco et al. saves whole ``ImageEncoder`` modules
-(``torch.save(self)``), which ``torch.load(weights_only=True)`` rightly refuses. This unpickler admits
-only the globals such a file needs: torch's tensor-rebuild functions, a few builtin containers, and classes from torch.nn,
-torchvision transforms, open_clip and the task-vectors code. Those classes are never imported: each
-becomes an inert stand-in that just records the state it is given, so a class renamed in a newer
-open_clip still loads, and nothing from the file can execute. Anything else (``os.system``,
-``builtins.eval``, ...) is refused with one line. Used only when the user passed --trust-pickle.
+(``torch.save(self)``), which ``torch.load(weights_only=True)`` rightly refuses. This unpickler
+admits only the globals such a file needs: torch's tensor-rebuild functions, a few builtin
+containers, and classes from torch.nn, torchvision transforms, open_clip and the task-vectors code.
+Those classes are never imported: each becomes an inert stand-in that just records the state it is
+given, so a class renamed in a newer open_clip still loads, and nothing from the file can execute.
+Anything else (``os.system``, ``builtins.eval``, ...) is refused with one line. Used only when the
+user passed --trust-pickle.
 """
 
 from __future__ import annotations
