@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..io import atomic_path, file_sha256
+from ..io import atomic_path
 from ..keys import VISUAL_PREFIX
 
 __all__ = [
@@ -38,8 +38,6 @@ __all__ = [
 
 #: Bump when an analysis changes what it computes, so stale cached results are never reused.
 CACHE_VERSION = 1
-
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def resolve_tasks(source: Any, tasks: Sequence[str] | None, minimum: int = 1) -> list[str]:
@@ -72,12 +70,9 @@ def state_digest(state: Mapping[str, torch.Tensor]) -> str:
 
 def pretrained_digest(source: Any) -> str:
     """Hash of the pretrained weights file, memoised per (path, size, mtime) for large files."""
-    path = Path(source.pretrained_path())
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _FILE_DIGESTS:
-        _FILE_DIGESTS[memo] = file_sha256(path)
-    return _FILE_DIGESTS[memo]
+    from ..models.cache import file_digest
+
+    return file_digest(source.pretrained_path())
 
 
 def cache_key(kind: str, fields: Mapping[str, Any]) -> str:
@@ -177,8 +172,6 @@ class TowerMixer:
         self.visual = visual
         live = dict(visual.named_parameters())
         live.update(dict(visual.named_buffers()))
-        for tensor in live.values():
-            tensor.requires_grad_(False)
         device = next(visual.parameters()).device
         self.targets: dict[str, torch.Tensor] = {}
         self.pre: dict[str, torch.Tensor] = {}

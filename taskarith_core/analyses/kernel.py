@@ -9,20 +9,42 @@ in the kernel regime.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 from torch.func import functional_call, jvp
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..errors import InputError
 from ..keys import VISUAL_PREFIX
 from ..progress import Progress, no_progress
 from ._common import check_shared_pretrained, head_logits, resolve_tasks, source_task_vectors
 
-__all__ = ["kernel_test", "linearised_logits"]
+__all__ = ["kernel_test", "linearised_logits", "slow_attention_path"]
+
+
+@contextlib.contextmanager
+def slow_attention_path(visual: nn.Module) -> Iterator[None]:
+    """Route attention through composite ops that forward-mode AD supports (the fused eval-mode
+    MultiheadAttention kernel and the flash SDPA kernel do not). Only modules with dropout 0 are
+    switched, so the computed function is unchanged."""
+    switched = [
+        m
+        for m in visual.modules()
+        if isinstance(m, nn.MultiheadAttention) and not m.training and m.dropout == 0.0
+    ]
+    for module in switched:
+        module.training = True
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        for module in switched:
+            module.training = False
 
 
 def _param_dicts(
@@ -60,7 +82,7 @@ def linearised_logits(
         def embed(params: dict[str, torch.Tensor], x: torch.Tensor = batch) -> torch.Tensor:
             return functional_call(visual, params, (x,))
 
-        with torch.no_grad():
+        with torch.no_grad(), slow_attention_path(visual):
             base, direction = jvp(embed, (primal,), (tangent,))
             zeroshot.append(head_logits(base, head).cpu())
             linear.append(head_logits(base + direction, head).cpu())

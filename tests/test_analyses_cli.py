@@ -1,0 +1,97 @@
+"""``python -m taskarith_core analyse ...`` on the tiny source: files, summary, bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from taskarith_core.cli import analyse_cmds, main
+from tests.tiny_source import make_tiny_source
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_source(tmp_path_factory.mktemp("tiny"), n_tasks=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_talos(tmp_path_factory):
+    return make_tiny_source(tmp_path_factory.mktemp("tiny_talos"), n_tasks=3, paradigm="talos")
+
+
+@pytest.fixture()
+def cli(tiny, tiny_talos, monkeypatch, tmp_path):
+    sources = {"full": tiny, "talos": tiny_talos}
+    monkeypatch.setattr(analyse_cmds, "open_source", lambda args: sources[args.paradigm])
+    monkeypatch.setenv("TASKARITH_CACHE", str(tmp_path / "cache"))
+
+    def run(*argv: str) -> int:
+        return main(["analyse", *argv, "--device", "cpu"])
+
+    return run
+
+
+def test_xi_writes_csv_html_and_prints_summary(cli, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli(
+        "xi", "--tasks", "task0,task1", "--points", "3", "--samples", "16", "--out", str(out)
+    )
+    assert code == 0
+    grid = pd.read_csv(out / "xi.csv")
+    assert len(grid) == 9 and set(grid["alpha1"]) == {-2.0, 0.0, 2.0}
+    assert (out / "xi_summary.csv").is_file()
+    html = (out / "xi.html").read_text()
+    assert "plotly" in html.lower() and "Disentanglement error" in html
+    printed = capsys.readouterr().out
+    assert "mean_xi" in printed and "xi.csv" in printed
+
+
+def test_cosine_iou_rates_localisation(cli, tmp_path):
+    for name, extra in (
+        ("cosine", ["--by", "kind"]),
+        ("iou", ["--masks", "sta", "--metric", "amp", "--p", "0.5"]),
+        ("rates", ["--masks", "talos", "--paradigm", "talos"]),
+        ("localisation", ["--max-samples", "16"]),
+    ):
+        out = tmp_path / name
+        assert cli(name, *extra, "--out", str(out)) == 0, name
+        assert (out / f"{name}.csv").is_file() and (out / f"{name}.html").is_file()
+    rates = pd.read_csv(tmp_path / "rates" / "rates.csv")
+    assert rates["rate"].between(0, 1).all() and set(rates["task"]) == {"task0", "task1", "task2"}
+    loc = pd.read_csv(tmp_path / "localisation" / "localisation.csv")
+    assert len(loc) == 9 and {"ratio_finetuned", "ratio_zeroshot"} <= set(loc.columns)
+
+
+def test_sweep_and_negation_sweep(cli, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert cli("sweep", "--method", "ta", "--values", "0.2,0.6", "--out", str(out)) == 0
+    sweep = pd.read_csv(out / "sweep.csv")
+    assert set(sweep["value"]) == {0.2, 0.6} and "mean" in set(sweep["task"])
+    out = tmp_path / "neg"
+    assert cli("negation-sweep", "--method", "ta", "--values", "0.5", "--out", str(out)) == 0
+    neg = pd.read_csv(out / "negation_sweep.csv")
+    assert {"target_accuracy", "control_accuracy", "best", "keeps_control"} <= set(neg.columns)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["xi", "--tasks", "task0,task1", "--points", "0"], "positive"),
+        (["xi", "--tasks", "task0,task1", "--alpha-range", "2", "-2"], "reversed"),
+        (["xi", "--tasks", "task0,nope"], "unknown task"),
+        (["xi", "--tasks", "task0"], "exactly two"),
+        (["iou", "--masks", "talos"], "no TaLoS mask"),
+        (["sweep", "--method", "magic"], "unknown method"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, capsys, argv, message):
+    out = tmp_path / "bad"
+    assert cli(*argv, "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_out_folder_must_have_a_parent(cli, tmp_path, capsys):
+    assert cli("cosine", "--out", str(tmp_path / "no" / "such")) == 2
+    assert "does not exist" in capsys.readouterr().err
