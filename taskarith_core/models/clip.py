@@ -123,14 +123,12 @@ def check_compatible(reference: Mapping[str, Any], state: Mapping[str, Any], whe
 
 def load_visual_state(visual: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
     """Copy a state dict into an image tower in place (``visual.`` prefix optional)."""
-    plain = {
-        (k[len(VISUAL_PREFIX) :] if k.startswith(VISUAL_PREFIX) else k): v for k, v in state.items()
-    }
-    reference = visual.state_dict()
-    check_compatible(reference, plain, "image-tower state")
+    full = {(k if k.startswith(VISUAL_PREFIX) else VISUAL_PREFIX + k): v for k, v in state.items()}
+    reference = {VISUAL_PREFIX + k: v for k, v in visual.state_dict().items()}
+    check_compatible(reference, full, "image-tower state")
     with torch.no_grad():
         for key, target in reference.items():
-            target.copy_(plain[key])
+            target.copy_(full[key])
     return visual
 
 
@@ -155,7 +153,7 @@ def _fill(template: Any, classname: str) -> str:
     return template.format(classname) if "{}" in template else f"{template} {classname}"
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def encode_texts(
     model: nn.Module, tokenizer: Any, texts: Sequence[str], device: torch.device | str
 ) -> torch.Tensor:
@@ -164,7 +162,7 @@ def encode_texts(
     return F.normalize(model.encode_text(tokens).float(), dim=-1)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def zero_shot_head(
     clip_model: nn.Module,
     tokenizer: Any,

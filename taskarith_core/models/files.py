@@ -60,6 +60,7 @@ class FileSource:
         control_task: str | None = None,
         talos_masks: Mapping[str, str | Path] | None = None,
         trust_pickle: bool = False,
+        tokenizer: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         self.name = name
         self.arch = arch
@@ -74,6 +75,7 @@ class FileSource:
         self._masks = {t: Path(p) for t, p in (talos_masks or {}).items()}
         self._trust_pickle = trust_pickle
         self._shapes: dict[str, torch.Size] | None = None
+        self.tokenizer = tokenizer  #: None: open_clip's tokenizer of ``arch``
 
     # -- names ---------------------------------------------------------------------------------
     def _check_task(self, task: str, allow_control: bool = True) -> None:
@@ -149,7 +151,7 @@ class FileSource:
         if not missing:
             return
         model = create_clip(self.arch, self._pretrained, device)
-        tokenizer = open_clip.get_tokenizer(self.arch)
+        tokenizer = self.tokenizer or open_clip.get_tokenizer(self.arch)
         for task in missing:
             head = zero_shot_head(
                 model, tokenizer, self.classnames(task), self._task_templates(task), device

@@ -1,0 +1,242 @@
+"""Accuracy of edited image towers on each task's frozen zero-shot head.
+
+Speed matters here: the page evaluates an edited model on every task after each click, and sweeps do
+it hundreds of times. So per source we build one image tower per device and copy each state into it,
+load each task's images once into memory, batch large, and run without autograd (``no_grad``,
+not ``inference_mode``, whose tensors would break callers that later differentiate).
+Accuracies are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset, TensorDataset
+
+from ..device import pick_device
+from ..errors import InputError
+from ..progress import Progress, no_progress
+from .clip import load_visual_state
+from .source import SPLITS
+
+__all__ = [
+    "add_normalised",
+    "batched_logits",
+    "clear_caches",
+    "evaluate_states",
+    "head_for",
+    "reference_accuracies",
+    "shared_visual",
+    "split_tensors",
+]
+
+
+@dataclass
+class _SourceCache:
+    data: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    visuals: dict[str, nn.Module] = field(default_factory=dict)
+    heads: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    references: dict[tuple, pd.DataFrame] = field(default_factory=dict)
+
+
+_CACHES: weakref.WeakKeyDictionary[Any, _SourceCache] = weakref.WeakKeyDictionary()
+_STRONG: dict[int, tuple[Any, _SourceCache]] = {}  # sources that cannot be weakly referenced
+
+
+def _cache(source: Any) -> _SourceCache:
+    try:
+        return _CACHES.setdefault(source, _SourceCache())
+    except TypeError:
+        entry = _STRONG.setdefault(id(source), (source, _SourceCache()))
+        return entry[1]
+
+
+def clear_caches() -> None:
+    """Forget cached data, towers, heads and reference accuracies (e.g. after files changed)."""
+    _CACHES.clear()
+    _STRONG.clear()
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; use one of {list(SPLITS)}")
+
+
+def _stack(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[0], dataset.tensors[1]
+    images, labels = [], []
+    for x, y in DataLoader(dataset, batch_size=256, shuffle=False, num_workers=0):
+        images.append(x)
+        labels.append(torch.as_tensor(y))
+    if not images:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(images), torch.cat(labels)
+
+
+def split_tensors(
+    source: Any, task: str, split: str = "test", max_samples: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float images [N, 3, H, W], int64 labels [N]) of a task's split, cached per source.
+
+    ``max_samples`` picks a seeded random subset (kept in data order); asking for more samples than
+    the split holds returns the whole split with a warning."""
+    _check_split(split)
+    if max_samples is not None and max_samples < 1:
+        raise InputError(f"max_samples={max_samples}: give a positive number of samples")
+    cache = _cache(source)
+    key = (task, split, max_samples, seed)
+    if key in cache.data:
+        return cache.data[key]
+    dataset = source.dataset(task, split)
+    n = len(dataset)
+    if max_samples is not None and max_samples < n:
+        gen = torch.Generator().manual_seed(seed)
+        picks = torch.randperm(n, generator=gen)[:max_samples].sort().values
+        if isinstance(dataset, TensorDataset):
+            dataset = TensorDataset(*(t[picks] for t in dataset.tensors))
+        else:
+            dataset = Subset(dataset, picks.tolist())
+    elif max_samples is not None and max_samples > n:
+        warnings.warn(
+            f"task {task!r} {split} split has {n} samples, fewer than max_samples={max_samples}; "
+            "using all of them",
+            stacklevel=2,
+        )
+    images, labels = _stack(dataset)
+    result = (images.float().contiguous(), labels.long().contiguous())
+    cache.data[key] = result
+    return result
+
+
+def shared_visual(source: Any, device: torch.device | str = "cpu") -> nn.Module:
+    """The one image tower per (source, device) that evaluations load states into."""
+    cache = _cache(source)
+    key = str(torch.device(device))
+    if key not in cache.visuals:
+        cache.visuals[key] = source.build_visual(device).eval()
+    return cache.visuals[key]
+
+
+def head_for(source: Any, task: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A task's frozen head on ``device``, fetched from the source once."""
+    cache = _cache(source)
+    key = (task, str(torch.device(device)))
+    if key not in cache.heads:
+        cache.heads[key] = source.head(task, device).float().to(device)
+    return cache.heads[key]
+
+
+@torch.no_grad()
+def batched_logits(
+    visual: nn.Module,
+    images: torch.Tensor,
+    head: torch.Tensor,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Logits [N, C] = normalise(visual(x)) @ head.T, computed in batches on ``device``."""
+    device = torch.device(device) if device is not None else head.device
+    head = head.to(device)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device, non_blocking=True)
+        out.append(F.normalize(visual(x).float(), dim=-1) @ head.T)
+    if not out:
+        return torch.empty(0, head.shape[0], device=device)
+    return torch.cat(out)
+
+
+def _accuracy(visual, images, labels, head, batch_size, device) -> float:
+    logits = batched_logits(visual, images, head, batch_size, device)
+    if len(labels) == 0:
+        return float("nan")
+    return float((logits.argmax(dim=1).cpu() == labels).float().mean())
+
+
+def _resolve_tasks(source: Any, tasks: Sequence[str] | None) -> list[str]:
+    if tasks is None:
+        return list(source.tasks)
+    known = list(source.tasks) + ([source.control_task] if source.control_task else [])
+    for task in tasks:
+        if task not in known:
+            raise InputError(f"unknown task {task!r} in {source.name}; choose one of {known}")
+    return list(tasks)
+
+
+def evaluate_states(
+    source: Any,
+    states: Mapping[str, Mapping[str, torch.Tensor]],
+    tasks: Sequence[str] | None = None,
+    split: str = "test",
+    device: torch.device | str = "cpu",
+    max_samples: int | None = None,
+    progress: Progress = no_progress,
+    batch_size: int = 1024,
+) -> pd.DataFrame:
+    """Accuracy of each image-tower state on each task: DataFrame[model, task, split, accuracy]."""
+    device = pick_device(str(device)) if not isinstance(device, torch.device) else device
+    tasks = _resolve_tasks(source, tasks)
+    data = {t: split_tensors(source, t, split, max_samples) for t in tasks}
+    heads = {t: head_for(source, t, device) for t in tasks}
+    visual = shared_visual(source, device)
+    rows, total = [], len(states) * len(tasks)
+    for i, (name, state) in enumerate(states.items()):
+        load_visual_state(visual, state)
+        for j, task in enumerate(tasks):
+            images, labels = data[task]
+            acc = _accuracy(visual, images, labels, heads[task], batch_size, device)
+            rows.append((name, task, split, acc))
+            progress(i * len(tasks) + j + 1, total, f"{name} on {task}")
+    return pd.DataFrame(rows, columns=["model", "task", "split", "accuracy"])
+
+
+def reference_accuracies(
+    source: Any,
+    split: str = "test",
+    device: torch.device | str = "cpu",
+    max_samples: int | None = None,
+    progress: Progress = no_progress,
+) -> pd.DataFrame:
+    """Per task (not the control set): zero-shot (theta_pre) and fine-tuned (theta_t on its own
+    task) accuracy, cached per source, split and sample count."""
+    cache = _cache(source)
+    key = (split, max_samples)
+    if key in cache.references:
+        return cache.references[key].copy()
+    tasks = list(source.tasks)
+    zero = evaluate_states(
+        source, {"zeroshot": source.load_pretrained()}, tasks, split, device, max_samples
+    )
+    finetuned = {}
+    for i, task in enumerate(source.tasks):
+        frame = evaluate_states(
+            source, {task: source.load_finetuned(task)}, [task], split, device, max_samples
+        )
+        finetuned[task] = float(frame["accuracy"].iloc[0])
+        progress(i + 1, len(source.tasks), f"fine-tuned {task}")
+    out = pd.DataFrame(
+        {
+            "task": tasks,
+            "zeroshot": zero["accuracy"].to_numpy(),
+            "finetuned": [finetuned[t] for t in tasks],
+        }
+    )
+    cache.references[key] = out
+    return out.copy()
+
+
+def add_normalised(df: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Add ``normalised`` = accuracy / fine-tuned accuracy of the same task (Ilharco et al.)."""
+    ref = reference.set_index("task")["finetuned"]
+    out = df.copy()
+    out["normalised"] = out["accuracy"] / out["task"].map(ref).astype(float)
+    return out

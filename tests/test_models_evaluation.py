@@ -1,0 +1,105 @@
+"""Evaluation on the tiny source: accuracies against a manual computation, caching, bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from taskarith_core.errors import InputError
+from taskarith_core.models.evaluation import (
+    add_normalised,
+    batched_logits,
+    evaluate_states,
+    reference_accuracies,
+    shared_visual,
+    split_tensors,
+)
+from tests.tiny_source import TINY_SPLIT_SIZES, make_tiny_source
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_source(tmp_path_factory.mktemp("tiny"), n_tasks=2)
+
+
+def _manual_accuracy(source, state, task):
+    visual = source.build_visual()
+    visual.load_state_dict({k.removeprefix("visual."): v for k, v in state.items()})
+    images, labels = source.dataset(task, "test").tensors
+    with torch.no_grad():
+        logits = F.normalize(visual(images), dim=-1) @ source.head(task).T
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def test_evaluate_states_matches_manual_accuracy(tiny):
+    pre = tiny.load_pretrained()
+    ft = tiny.load_finetuned("task1")
+    mix = {k: 0.5 * (pre[k] + ft[k]) for k in pre}
+    frame = evaluate_states(tiny, {"pre": pre, "mix": mix}, tasks=["task0", "task1", "control"])
+    assert list(frame.columns) == ["model", "task", "split", "accuracy"]
+    assert len(frame) == 6
+    for row in frame.itertuples():
+        state = pre if row.model == "pre" else mix
+        assert row.accuracy == pytest.approx(_manual_accuracy(tiny, state, row.task))
+
+
+def test_reference_accuracies_finetuned_perfect_zeroshot_not(tiny):
+    ref = reference_accuracies(tiny)
+    assert list(ref["task"]) == ["task0", "task1"]
+    assert (ref["finetuned"] == 1.0).all()  # labels are theta_t's own predictions
+    assert (ref["zeroshot"] < 0.9).all()
+    ref.loc[0, "zeroshot"] = -1.0  # callers get a copy, the cache stays intact
+    assert reference_accuracies(tiny)["zeroshot"].iloc[0] >= 0
+
+
+def test_add_normalised_divides_by_finetuned():
+    frame = pd.DataFrame(
+        {"model": "m", "task": ["a", "b"], "split": "test", "accuracy": [0.5, 0.3]}
+    )
+    ref = pd.DataFrame({"task": ["b", "a"], "zeroshot": [0.1, 0.2], "finetuned": [0.6, 1.0]})
+    out = add_normalised(frame, ref)
+    assert out["normalised"].tolist() == pytest.approx([0.5, 0.5])
+    assert "normalised" not in frame
+
+
+def test_split_tensors_subset_is_seeded_and_cached(tiny):
+    a, la = split_tensors(tiny, "task0", "val", max_samples=10, seed=3)
+    b, _ = split_tensors(tiny, "task0", "val", max_samples=10, seed=3)
+    c, _ = split_tensors(tiny, "task0", "val", max_samples=10, seed=4)
+    assert a.shape == (10, 3, 16, 16) and la.dtype == torch.int64
+    assert a is b
+    assert not torch.equal(a, c)
+    with pytest.warns(UserWarning, match="fewer than max_samples"):
+        full, _ = split_tensors(tiny, "task0", "val", max_samples=1000)
+    assert len(full) == TINY_SPLIT_SIZES["val"]
+
+
+def test_batched_logits_independent_of_batch_size(tiny):
+    images, _ = split_tensors(tiny, "task0", "test")
+    visual, head = shared_visual(tiny), tiny.head("task0")
+    torch.testing.assert_close(
+        batched_logits(visual, images, head, batch_size=7),
+        batched_logits(visual, images, head, batch_size=512),
+    )
+
+
+def test_bad_inputs_raise_input_error(tiny):
+    pre = tiny.load_pretrained()
+    with pytest.raises(InputError, match="unknown task 'nope'"):
+        evaluate_states(tiny, {"pre": pre}, tasks=["nope"])
+    with pytest.raises(InputError, match="unknown split"):
+        evaluate_states(tiny, {"pre": pre}, split="dev")
+    bad = dict(pre)
+    bad["visual.proj"] = torch.zeros(32, 8)
+    with pytest.raises(InputError, match=r"visual.proj' has shape \(32, 8\).*\(32, 16\)"):
+        evaluate_states(tiny, {"bad": bad})
+    with pytest.raises(InputError, match="max_samples=0"):
+        split_tensors(tiny, "task0", "test", max_samples=0)
+
+
+def test_progress_reports_every_model_task_pair(tiny):
+    calls = []
+    evaluate_states(tiny, {"pre": tiny.load_pretrained()}, progress=lambda d, t, m: calls.append(d))
+    assert calls == [1, 2]
