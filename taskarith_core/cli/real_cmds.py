@@ -1,0 +1,155 @@
+"""``convert`` and ``reproduce``: real checkpoints to open_clip safetensors, and the papers tables.
+
+``convert CKPT --arch ViT-B-32 --out tower.safetensors`` converts one file (open_clip, transformers
+CLIP, or with --trust-pickle a task-vectors ``ImageEncoder`` pickle); ``convert --manifest M.yaml``
+converts every checkpoint of a manifest into its cache and builds the zero-shot heads.
+``reproduce --manifest M.yaml --protocol addition --methods ta,ties,sta-lp`` runs the papers'
+protocol and prints our numbers beside the published ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from ..io import atomic_path, check_writable
+from .common import add_device_flag, tqdm_progress
+
+__all__ = ["register"]
+
+DEFAULT_METHODS = "ta,ties,sta-lp,sta-amp,sta-lpamp,consensus,talos-mask"
+
+
+def _manifest_source(path: str, trust_pickle: bool) -> Any:
+    from ..real.manifest import load_manifest
+    from ..real.source import ManifestSource
+
+    manifest = load_manifest(path)
+    manifest.trust_pickle = manifest.trust_pickle or trust_pickle
+    return ManifestSource(manifest, progress=tqdm_progress("convert"))
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from ..device import pick_device
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.manifest:
+        if args.checkpoint or args.out:
+            raise InputError("convert: give either --manifest or CHECKPOINT --arch --out, not both")
+        source = _manifest_source(args.manifest, args.trust_pickle)
+        source.prepare(pick_device(args.device))
+        print(f"converted {len(source.tasks)} fine-tuned checkpoints and the pretrained model")
+        print(f"cache: {source.pretrained_path().parent}")
+        return 0
+    if not (args.checkpoint and args.arch and args.out):
+        raise InputError("convert: give CHECKPOINT --arch NAME --out FILE (or --manifest M.yaml)")
+    from ..io import load_state_dict
+    from ..real.convert import convert_checkpoint
+
+    check_writable(args.out)
+    fill = None
+    if args.projection_from:
+        fill = load_state_dict(args.projection_from, prefix="visual.proj")
+    out = convert_checkpoint(
+        args.checkpoint,
+        args.arch,
+        args.out,
+        visual_only=not args.full,
+        fmt=args.format,
+        trust_pickle=args.trust_pickle,
+        fill=fill,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from ..device import pick_device
+    from ..real.reproduce import reproduce
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.out:
+        check_writable(args.out)
+    if args.manifest:
+        source = _manifest_source(args.manifest, args.trust_pickle)
+    else:
+        from .model_cmds import open_model_source
+
+        source = open_model_source(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+    ours, table = reproduce(
+        source,
+        args.protocol,
+        methods,
+        tasks=tasks,
+        device=pick_device(args.device),
+        max_samples=args.max_samples,
+        samples=args.samples,
+        seed=args.seed,
+        progress=tqdm_progress(args.protocol),
+    )
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            ours.to_csv(tmp, index=False)
+    shown = table[table["task"] == "mean"] if not args.per_task else table
+    shown = shown.drop(columns=["tasks"])
+    sys.stdout.write(f"{source.name} ({source.arch}), tasks: {table['tasks'].iloc[0]}\n")
+    sys.stdout.write(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}") + "\n")
+    sys.stdout.write("published: taskarith_core/real/published.csv (paper, table, note)\n")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too few; use at least 1")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    conv = subparsers.add_parser(
+        "convert",
+        help="convert a checkpoint (open_clip / transformers / task-vectors pickle) to safetensors",
+        description="Converted files use open_clip names with the visual. prefix, float32.",
+    )
+    conv.add_argument("checkpoint", nargs="?", help="file (or transformers save_pretrained folder)")
+    conv.add_argument("--arch", help="open_clip architecture, e.g. ViT-B-32-quickgelu")
+    conv.add_argument("--out", help="output .safetensors")
+    conv.add_argument("--format", default="auto", choices=["auto", "open_clip", "hf"])
+    conv.add_argument("--full", action="store_true", help="keep the text tower too (pretrained)")
+    conv.add_argument(
+        "--projection-from", metavar="PRE", help="take visual.proj from this file if missing"
+    )
+    conv.add_argument("--manifest", metavar="M.yaml", help="convert everything a manifest names")
+    conv.add_argument("--trust-pickle", action="store_true", help="allow .pt/.bin you trust")
+    conv.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_device_flag(conv)
+    conv.set_defaults(func=_convert)
+
+    rep = subparsers.add_parser(
+        "reproduce",
+        help="the papers' addition / negation protocol with the published numbers beside",
+        description="Hyperparameters chosen on validation, reported on test (see published.csv).",
+    )
+    where = rep.add_mutually_exclusive_group()
+    where.add_argument("--manifest", metavar="M.yaml", help="real checkpoints named by a manifest")
+    where.add_argument("--source", default="zoo:full", help="zoo:full | zoo:attention | zoo:talos")
+    rep.add_argument("--zoo-root", metavar="DIR", help="another zoo folder (default: shipped)")
+    rep.add_argument("--protocol", required=True, choices=["addition", "negation"])
+    rep.add_argument("--methods", default=DEFAULT_METHODS, help=f"default {DEFAULT_METHODS}")
+    rep.add_argument("--tasks", help="comma-separated subset of the source's tasks")
+    rep.add_argument("--max-samples", type=_positive, help="cap images per task and split")
+    rep.add_argument("--samples", type=_positive, default=32, help="Ns for lp/fisher (32)")
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--per-task", action="store_true", help="print every task, not only means")
+    rep.add_argument("--out", type=Path, help="write our full table as CSV")
+    rep.add_argument("--trust-pickle", action="store_true", help="allow .pt/.bin you trust")
+    rep.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_device_flag(rep)
+    rep.set_defaults(func=_reproduce)

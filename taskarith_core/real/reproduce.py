@@ -1,0 +1,127 @@
+"""The papers' tables from one call: run a protocol on a model source, put published numbers beside.
+
+``published.csv`` keeps the numbers as printed, one row per (paper, table, arch, method, task,
+metric), with the table it came from and a note on how the paper's set-up differs (STA fixes its
+coefficients and uses 6 tasks on ViT-B/16; TaLoS averages 8 tasks). Our numbers are measured with
+the protocol of :mod:`taskarith_core.analyses.protocol` (hyperparameters chosen on validation) on
+whatever tasks the source has, so the mean is over *those* tasks: the ``tasks`` column says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import InputError
+from ..progress import Progress, no_progress
+
+__all__ = [
+    "PROTOCOLS",
+    "PUBLISHED_CSV",
+    "compare_with_published",
+    "paper_arch",
+    "published",
+    "reproduce",
+    "summarise",
+]
+
+PUBLISHED_CSV = Path(__file__).with_name("published.csv")
+PROTOCOLS = ("addition", "negation")
+_METRICS = {"addition": ("absolute", "normalised"), "negation": ("target", "control")}
+
+
+@cache
+def _published_frame() -> pd.DataFrame:
+    return pd.read_csv(PUBLISHED_CSV, dtype={"table": str})
+
+
+def published(protocol: str | None = None, arch: str | None = None) -> pd.DataFrame:
+    """Rows of ``published.csv``, optionally of one protocol and one architecture."""
+    frame = _published_frame()
+    if protocol is not None:
+        frame = frame[frame["protocol"] == protocol]
+    if arch is not None:
+        frame = frame[frame["arch"] == arch]
+    return frame.reset_index(drop=True)
+
+
+def paper_arch(arch: str) -> str:
+    """The papers' name for an open_clip arch (``ViT-B-32-quickgelu`` -> ``ViT-B-32``)."""
+    return arch.removesuffix("-quickgelu").removesuffix("-gelu")
+
+
+def summarise(ours: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """One row per (method, task) in percent, in the published metrics' names."""
+    if protocol == "addition":
+        frame = ours.assign(absolute=100 * ours["accuracy"], normalised=100 * ours["normalised"])
+        return frame[["method", "param", "value", "task", "absolute", "normalised"]]
+    frame = ours.assign(
+        target=100 * ours["target_accuracy"], control=100 * ours["control_accuracy"]
+    )
+    zeroshot = ours.assign(
+        method="zeroshot",
+        param=None,
+        value=None,
+        target=100 * ours["target_zeroshot"],
+        control=100 * ours["control_zeroshot"],
+    ).drop_duplicates("task")
+    both = pd.concat([zeroshot, frame], ignore_index=True)
+    return both[["method", "param", "value", "task", "target", "control"]]
+
+
+def compare_with_published(ours: pd.DataFrame, protocol: str, arch: str) -> pd.DataFrame:
+    """Our summary with one column per published (paper, table, metric) for the same arch."""
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol {protocol!r}; use addition or negation")
+    mine = summarise(ours, protocol)
+    pub = published(protocol, paper_arch(arch))
+    if pub.empty:
+        return mine.assign(published="none for this architecture")
+    pub = pub.assign(column=pub["paper"] + " T" + pub["table"] + " " + pub["metric"])
+    wide = pub.pivot_table(index=["method", "task"], columns="column", values="value")
+    wide = wide.reset_index()
+    wide.columns.name = None
+    return mine.merge(wide, on=["method", "task"], how="left")
+
+
+def reproduce(
+    source: Any,
+    protocol: str,
+    methods: Sequence[str],
+    *,
+    tasks: Sequence[str] | None = None,
+    device: Any = "cpu",
+    grids: Mapping[str, Sequence[float]] | None = None,
+    max_samples: int | None = None,
+    samples: int = 32,
+    seed: int = 0,
+    progress: Progress = no_progress,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the protocol on ``source``; return (our full table, comparison with the papers)."""
+    from ..analyses.protocol import addition_protocol, negation_protocol
+
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol {protocol!r}; use addition or negation")
+    if protocol == "negation" and not getattr(source, "control_task", None):
+        raise InputError(
+            f"{source.name}: negation needs a control set; add `control:` to the manifest"
+        )
+    run = addition_protocol if protocol == "addition" else negation_protocol
+    ours = run(
+        source,
+        list(methods),
+        tasks,
+        device=device,
+        grids=grids,
+        max_samples=max_samples,
+        samples=samples,
+        seed=seed,
+        progress=progress,
+    )
+    used = ",".join(tasks or source.tasks)
+    table = compare_with_published(ours, protocol, source.arch).assign(tasks=used)
+    return ours, table
