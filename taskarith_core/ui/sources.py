@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 from ..errors import InputError
 from ..models.source import ModelSource
@@ -30,27 +29,19 @@ _LOCK = threading.Lock()
 def open_source(cfg: RunConfig) -> ModelSource:
     """Open the zoo paradigm or the manifest a config names (errors say how to fix the path)."""
     if cfg.source == "manifest":
-        from ..real.manifest import ManifestSource
+        from ..real.source import load_manifest_source
 
         path = Path(str(cfg.manifest))
         if not path.is_file():
             raise InputError(
                 f"manifest {path} not found; give the path of an existing manifest file"
             )
-        return _open_manifest(ManifestSource, path)
+        return load_manifest_source(path)
     from ..zoo import PARADIGMS, load_zoo
 
     if cfg.paradigm not in PARADIGMS:
         raise InputError(f"paradigm={cfg.paradigm!r} is not one of {', '.join(PARADIGMS)}")
     return load_zoo(cfg.paradigm, root=Path(cfg.zoo_root) if cfg.zoo_root else None)
-
-
-def _open_manifest(cls: Any, path: Path) -> ModelSource:
-    """ManifestSource is built from a file path; accept a ``from_file`` constructor too."""
-    for name in ("from_file", "load", "from_path"):
-        if hasattr(cls, name):
-            return getattr(cls, name)(path)
-    return cls(path)
 
 
 def explorer_for(cfg: RunConfig) -> Explorer:

@@ -1,0 +1,206 @@
+"""The page's callbacks called directly (no browser) on the tiny open_clip source."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+import torch
+from safetensors import safe_open
+
+from taskarith_core.errors import InputError
+from taskarith_core.fusion import merge
+from taskarith_core.models.evaluation import evaluate_states
+from taskarith_core.runconfig import RunConfig
+from taskarith_core.ui import forget_tab, masks_tab, merge_tab
+from taskarith_core.ui.common import config_from_source, user_errors
+from taskarith_core.ui.page import build_page, load_source
+from taskarith_core.ui.results import sta_fraction_kept
+from taskarith_core.ui.sources import clear_explorers, register_source
+from tests.tiny_source import make_tiny_source
+
+TASKS = ["task0", "task1", "task2"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """Source settings of a registered tiny source (3 tasks + control)."""
+    root = tmp_path_factory.mktemp("tiny_ui")
+    source = make_tiny_source(root, n_tasks=3)
+    settings = {"source": "zoo", "paradigm": "full", "zoo_root": str(root), "device": "cpu"}
+    register_source(config_from_source(settings), source)
+    yield settings
+    clear_explorers()
+
+
+def _merge_cfg(base, method="task_arithmetic", tasks=TASKS, importance="lp", p=0.5, k=0.2, lam=0.3):
+    return merge_tab.merge_config(
+        base, tasks, method, importance, p, k, lam, 8, 0.5, 2, 0.4, 0, 0, "test"
+    )
+
+
+def _service(base):
+    from taskarith_core.ui.sources import explorer_for
+
+    return explorer_for(config_from_source(base))
+
+
+@pytest.mark.parametrize(
+    "method", ["sta", "task_arithmetic", "ties", "dare", "consensus", "talos_mask"]
+)
+def test_every_method_gives_a_per_task_table_and_figure(base, method):
+    cfg = _merge_cfg(
+        base,
+        method,
+        importance="fisher" if method == "talos_mask" else "lp",
+        k=0.9 if method == "talos_mask" else 0.2,
+    )
+    table, figure, mean, history, frame = merge_tab.run_merge(cfg, [])
+    assert list(table["task"]) == TASKS
+    assert table[["zeroshot", "finetuned", "merged"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (table["finetuned"] == 1.0).all()  # the tiny source's theta_t fits its own labels
+    assert len(figure.data) == 6  # 3 series x (absolute, normalised)
+    assert "Mean merged accuracy" in mean and method in mean
+    assert len(history) == 1 and frame.loc[0, "method"] == method
+
+
+def test_merged_accuracy_is_the_engine_merge_evaluated(base):
+    cfg = _merge_cfg(base, "task_arithmetic", lam=0.4)
+    table, *_ = merge_tab.run_merge(cfg, [])
+    service = _service(base)
+    state = merge(
+        "task_arithmetic", service.pretrained(), [service.finetuned(t) for t in TASKS], lam=0.4
+    )
+    direct = evaluate_states(service.source, {"m": state}, tasks=TASKS)
+    assert table["merged"].tolist() == pytest.approx(direct["accuracy"].tolist())
+
+
+def test_history_accumulates_runs_side_by_side(base):
+    history: list[dict] = []
+    for lam in (0.1, 0.5):
+        *_, history, frame = merge_tab.run_merge(_merge_cfg(base, lam=lam), history)
+    assert frame["run"].tolist() == [1, 2]
+    assert frame["settings"].tolist() == ["lam=0.1", "lam=0.5"]
+    assert set(TASKS) <= set(frame.columns)
+
+
+def test_moving_p_recomputes_masks_not_importances(base):
+    service = _service(base)
+    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.2), [])
+    before = dict(service.counts)
+    cfg = masks_tab.mask_config(base, TASKS, "sta", "lp", 0.9, 0.9, 8, 0)
+    masks_tab.mask_views(cfg, "all")
+    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.9), [])
+    after = dict(service.counts)
+    assert after["importance"] == before["importance"]
+    assert after["evaluation"] == before["evaluation"] + 1
+    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.9, lam=1.7), [])  # lambda unused by STA
+    assert dict(service.counts)["evaluation"] == after["evaluation"]
+
+
+def test_fraction_kept_beside_p_matches_the_masks(base):
+    for p in (0.0, 0.3, 0.5, 0.8, 1.0):
+        cfg = masks_tab.mask_config(base, TASKS, "sta", "random", p, 0.9, 8, 0)
+        masks = _service(base).masks(cfg)
+        kept = sum(int(m.sum()) for mask in masks.values() for m in mask.values())
+        total = sum(m.numel() for mask in masks.values() for m in mask.values())
+        assert kept / total == pytest.approx(sta_fraction_kept(p, 3), abs=1e-3)
+    assert "66.7%" in merge_tab.fraction_text("sta", 0.3, 0.2, 3)
+    assert "90%" in merge_tab.fraction_text("talos_mask", 0.3, 0.1, 3)
+
+
+def test_masks_views_heatmap_iou_and_drill_down(base):
+    cfg = masks_tab.mask_config(base, TASKS, "sta", "lp", 0.5, 0.9, 8, 0)
+    rates, iou, summary, tensors = masks_tab.mask_views(cfg, "all")
+    assert {trace.type for trace in rates.data} == {"heatmap"}
+    assert len(rates.data) >= 3  # one panel per tensor kind
+    attention, *_ = masks_tab.mask_views(cfg, "attention")
+    assert len(attention.data) == 1
+    assert iou.data[0].type == "heatmap"
+    assert summary.startswith("Kept per task")
+    weight = next(t for t in tensors if t.endswith("attn.in_proj_weight"))
+    images = masks_tab.mask_images(cfg, weight)
+    assert len(images) == 3 and images[0][0].dtype.name == "uint8"
+    assert set(images[0][0].ravel().tolist()) <= {0, 255}
+    with pytest.raises(InputError, match="not in the masks"):
+        masks_tab.mask_images(cfg, "visual.nope")
+    with pytest.raises(InputError, match="at least two tasks"):
+        masks_tab.mask_config(base, ["task0"], "sta", "lp", 0.5, 0.9, 8, 0)
+
+
+def test_forget_with_lambda_zero_changes_nothing(base):
+    cfg = forget_tab.forget_config(base, "task1", "task_arithmetic", "lp", 0.0, 0.9, 8, 0, 0)
+    table, text = forget_tab.run_forget(cfg)
+    assert table["role"].tolist() == ["target", "control"]
+    assert table["after"].tolist() == pytest.approx(table["before"].tolist())
+    assert "keeps >= 95%" in text
+
+
+def test_forget_lowers_the_target_and_shows_images(base):
+    cfg = forget_tab.forget_config(base, "task0", "task_arithmetic", "lp", 1.5, 0.9, 8, 0, 0)
+    table, _ = forget_tab.run_forget(cfg)
+    assert table.loc[0, "after"] < table.loc[0, "before"]
+    gallery = forget_tab.forget_gallery(cfg, count=6)
+    assert len(gallery) == 6
+    image, caption = gallery[0]
+    assert image.ndim == 3 and image.shape[2] == 3
+    assert caption.startswith("true ") and "| before " in caption and "| after " in caption
+    sta = forget_tab.forget_config(base, "task0", "sta", "lp", 1.0, 0.5, 8, 0, 0)
+    figure = forget_tab.negation_curve(sta)
+    assert any(getattr(s, "line", None) is not None for s in figure.layout.shapes)
+
+
+def test_user_mistakes_are_sentences(base):
+    with pytest.raises(InputError, match="tick at least two"):
+        merge_tab.merge_config(base, [], "sta", "lp", 0.5, 0.2, 0.3, 8, 0.5, 2, 0.4, 0, 0, "test")
+    with pytest.raises(InputError, match="tick two or more tasks"):
+        merge_tab.run_merge(_merge_cfg(base, tasks=["task0"]), [])
+    with pytest.raises(InputError, match="outside"):
+        _merge_cfg(base, "sta", p=1.2)
+    with pytest.raises(InputError, match="not in"):
+        merge_tab.run_merge(_merge_cfg(base, tasks=["task0", "nope"]), [])
+    with pytest.raises(InputError, match="manifest .* not found"):
+        load_source("manifest", "full", "/no/such/manifest.yaml", base)
+    with pytest.raises(InputError, match="no path"):
+        load_source("manifest", "full", " ", base)
+
+
+def test_user_errors_shows_gr_error_without_traceback():
+    @user_errors
+    def bad_input():
+        raise InputError("p=2 is outside [0, 1]; choose a value in [0, 1]")
+
+    @user_errors
+    def bug():
+        raise KeyError("oops")
+
+    with pytest.raises(gr.Error) as info:
+        bad_input()
+    assert info.value.message.startswith("p=2 is outside")
+    with pytest.raises(gr.Error) as info:
+        bug()
+    assert "KeyError" in info.value.message and "Traceback" not in info.value.message
+
+
+def test_uploaded_config_restores_the_controls(base):
+    cfg = _merge_cfg(base, "ties", k=0.35, lam=0.9)
+    values = merge_tab.controls_from_config(RunConfig.from_json(cfg.to_json()))
+    source, *controls = values
+    again = merge_tab.merge_config(source, *controls)
+    assert again == cfg
+
+
+def test_merged_model_download_records_the_config(base):
+    cfg = _merge_cfg(base, "task_arithmetic", lam=0.25)
+    path = merge_tab.save_merged_model(cfg.to_dict())
+    with safe_open(path, "pt") as handle:
+        assert RunConfig.from_json(handle.metadata()["run_config"]) == cfg
+        key = next(iter(handle.keys()))
+        assert isinstance(handle.get_tensor(key), torch.Tensor)
+    with pytest.raises(InputError, match="press Run first"):
+        merge_tab.save_merged_model(None)
+
+
+def test_page_builds_with_the_source_tasks(base):
+    demo = build_page(base)
+    names = [block.choices for block in demo.blocks.values() if isinstance(block, gr.CheckboxGroup)]
+    assert names and all([c[0] for c in choices] == TASKS for choices in names)
