@@ -12,12 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import InputError
-from . import analyse_cmds, engine_cmds, model_cmds, real_cmds, zoo_cmds
+from . import analyse_cmds, engine_cmds, model_cmds, real_cmds, run_cmd, zoo_cmds
 
 __all__ = ["build_parser", "main"]
 
 # Each module has ``register(subparsers)``; a command sets ``func(args) -> int`` as its default.
-COMMAND_MODULES = [engine_cmds, zoo_cmds, analyse_cmds, model_cmds, real_cmds]
+COMMAND_MODULES = [engine_cmds, zoo_cmds, analyse_cmds, model_cmds, real_cmds, run_cmd]
 
 
 class OneLineParser(argparse.ArgumentParser):
