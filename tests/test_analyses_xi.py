@@ -152,3 +152,84 @@ def test_tower_mixer_sets_combinations_in_place():
     assert torch.equal(tower.proj.bias, pre["visual.proj.bias"])
     mixer.set((0.0, 0.0))
     assert torch.allclose(tower.proj.weight, pre["visual.proj.weight"])
+
+
+# ----------------------------------------------------------------------------- on a model source
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from tests.tiny_source import make_tiny_source
+
+    return make_tiny_source(tmp_path_factory.mktemp("tiny_xi"), n_tasks=2)
+
+
+def test_grid_on_a_source_is_cached_on_disk(tiny, tmp_path, monkeypatch):
+    from taskarith_core.analyses import xi
+
+    grid = XiGrid(3, -1.0, 1.0)
+    first = xi.disentanglement_grid(
+        tiny, "task0", "task1", grid=grid, samples=16, cache_dir=tmp_path, label="tiny"
+    )
+    assert len(first) == 9 and set(first["task1"]) == {"task0"}
+    assert first.loc[(first.alpha1 == 0) & (first.alpha2 == 0), "xi"].iloc[0] == 0.0
+    assert len(list((tmp_path / "analyses" / "xi").glob("*.csv"))) == 1
+
+    def boom(*_args, **_kwargs):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(xi, "_compute_grid", boom)
+    again = xi.disentanglement_grid(
+        tiny, "task0", "task1", grid=grid, samples=16, cache_dir=tmp_path, label="tiny"
+    )
+    pd.testing.assert_frame_equal(first, again)
+    with pytest.raises(AssertionError, match="recomputed"):  # another sample count: new key
+        xi.disentanglement_grid(tiny, "task0", "task1", grid=grid, samples=8, cache_dir=tmp_path)
+
+
+def test_masked_vectors_change_the_grid(tiny, tmp_path):
+    from taskarith_core.analyses._common import source_task_vectors
+    from taskarith_core.analyses.xi import disentanglement_grid
+
+    vecs = source_task_vectors(tiny, ["task0", "task1"])
+    zero2 = {k: torch.zeros_like(v) for k, v in vecs["task1"].items()}
+    frame = disentanglement_grid(
+        tiny,
+        "task0",
+        "task1",
+        vectors=[vecs["task0"], zero2],
+        grid=XiGrid(3, -1.0, 1.0),
+        samples=16,
+        use_cache=False,
+        distance="kl",
+    )
+    # With tau2 = 0 the combined model is the single-task model 1: task 1's term vanishes.
+    assert frame["xi_task1"].abs().max() < 1e-6
+
+
+def test_bad_input_is_refused_before_any_work(tiny, tmp_path):
+    from taskarith_core.analyses.xi import disentanglement_grid
+
+    bad = [
+        ({"grid": XiGrid(0, -1.0, 1.0)}, "positive"),
+        ({"grid": XiGrid(5, 1.0, -1.0)}, "reversed"),
+        ({"samples": 0}, "positive number of samples"),
+        ({"distance": "l2"}, "unknown xi distance"),
+        ({"vectors": [{"visual.nope": torch.zeros(2)}, {}]}, "not in the pretrained"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(InputError, match=message):
+            disentanglement_grid(tiny, "task0", "task1", cache_dir=tmp_path, **kwargs)
+    with pytest.raises(InputError, match="unknown task"):
+        disentanglement_grid(tiny, "task0", "missing", cache_dir=tmp_path)
+    assert not (tmp_path / "analyses").exists()
+
+
+def test_too_many_samples_are_clipped_with_a_warning(tiny, tmp_path):
+    from taskarith_core.analyses.xi import disentanglement_grid
+
+    with pytest.warns(UserWarning, match="fewer than"):
+        frame = disentanglement_grid(
+            tiny, "task0", "task1", grid=XiGrid(2, 0.0, 1.0), samples=10_000, use_cache=False
+        )
+    assert len(frame) == 4

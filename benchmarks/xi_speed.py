@@ -1,0 +1,102 @@
+"""Time a 15x15 disentanglement-error grid with 256 samples per task (target: < 30 s on 2 cores).
+
+    python benchmarks/xi_speed.py [--paradigm full] [--points 15] [--samples 256] [--threads 1]
+
+On the embedded zoo it runs ``analyses.xi.disentanglement_grid`` end to end (data, heads, one
+tower reused, no disk cache). When the zoo has not been built yet it says so and times the same
+compute path (``TowerMixer`` + ``xi_from_runner`` + ``batched_logits``) on a randomly initialised
+tower of the zoo's architecture with random task vectors and images, so the number is still the
+cost of the grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _zoo_run(args) -> tuple[float, str]:
+    from taskarith_core.analyses.xi import XiGrid, disentanglement_grid
+    from taskarith_core.zoo import load_zoo
+
+    source = load_zoo(args.paradigm)
+    tasks = source.tasks[:2]
+    grid = XiGrid(args.points, -2.0, 2.0)
+    start = time.perf_counter()
+    frame = disentanglement_grid(
+        source, tasks[0], tasks[1], grid=grid, samples=args.samples, use_cache=False
+    )
+    elapsed = time.perf_counter() - start
+    what = f"zoo/{args.paradigm} {tasks[0]} + {tasks[1]}, mean xi {frame['xi'].mean():.3f}"
+    return elapsed, what
+
+
+def _synthetic_run(args) -> tuple[float, str]:
+    from taskarith_core.analyses._common import TowerMixer
+    from taskarith_core.analyses.xi import XiGrid, xi_from_runner
+    from taskarith_core.models.clip import build_visual_tower, register_arch
+    from taskarith_core.models.evaluation import batched_logits
+    from taskarith_core.zoo.arch import ARCH_NAME, model_config
+
+    register_arch(model_config(vocab_size=512), ARCH_NAME)
+    visual = build_visual_tower(ARCH_NAME)
+    pre = {f"visual.{k}": v.detach().clone() for k, v in visual.state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    vectors = [
+        {
+            k: 0.05 * torch.randn(v.shape, generator=gen) * v.std().clamp_min(1e-3)
+            for k, v in pre.items()
+        }
+        for _ in range(2)
+    ]
+    embed = visual.output_dim
+    data = [
+        (torch.randn(args.samples, 3, 28, 28, generator=gen), torch.randn(10, embed, generator=gen))
+        for _ in range(2)
+    ]
+    mixer = TowerMixer(visual, pre, vectors)
+
+    def run(a1, a2, images, head):
+        return batched_logits(mixer.set((a1, a2)), images, head, batch_size=1024, device="cpu")
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        frame = xi_from_runner(run, data, XiGrid(args.points, -2.0, 2.0).alphas())
+    elapsed = time.perf_counter() - start
+    return elapsed, f"synthetic zoo-shaped tower (zoo not built), mean xi {frame['xi'].mean():.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paradigm", default="full")
+    parser.add_argument("--points", type=int, default=15)
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--synthetic", action="store_true", help="skip the zoo even if built")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    try:
+        if args.synthetic:
+            raise FileNotFoundError
+        elapsed, what = _zoo_run(args)
+    except Exception as exc:  # the zoo is missing: time the same path on a stand-in
+        if not args.synthetic:
+            print(
+                f"zoo unavailable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            )
+        elapsed, what = _synthetic_run(args)
+    models = args.points**2 + 2 * args.points
+    print(
+        f"xi {args.points}x{args.points}, {args.samples} samples/task, {args.threads} thread(s): "
+        f"{elapsed:.2f} s ({models} edited models) -- {what}"
+    )
+
+
+if __name__ == "__main__":
+    main()
