@@ -103,3 +103,42 @@ def test_progress_reports_every_model_task_pair(tiny):
     calls = []
     evaluate_states(tiny, {"pre": tiny.load_pretrained()}, progress=lambda d, t, m: calls.append(d))
     assert calls == [1, 2]
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    """A dataset that is not a TensorDataset, like a folder of image files."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        x, y = self.inner[i]
+        return x, int(y)
+
+
+def test_large_splits_stream_instead_of_caching(tiny, monkeypatch):
+    from taskarith_core.models.files import FileSource
+
+    streamed = FileSource(
+        name="streamed",
+        arch=tiny.arch,
+        pretrained=tiny.pretrained_path(),
+        finetuned={t: tiny.finetuned_path(t) for t in tiny.tasks},
+        classnames={t: tiny.classnames(t) for t in tiny.tasks},
+        data=lambda task, split: _ListDataset(tiny.dataset(task, split)),
+        heads={t: tiny.head(t) for t in tiny.tasks},
+    )
+    monkeypatch.setenv("TASKARITH_DATA_CACHE_MB", "0.01")
+    state = {"ft": tiny.load_finetuned("task0")}
+    frame = evaluate_states(streamed, state, batch_size=5, max_samples=40)
+    from taskarith_core.models.evaluation import _cache
+
+    assert not _cache(streamed).data  # nothing kept in memory
+    monkeypatch.setenv("TASKARITH_DATA_CACHE_MB", "100")
+    cached = evaluate_states(streamed, state, batch_size=5, max_samples=40)
+    assert _cache(streamed).data
+    pd.testing.assert_frame_equal(frame, cached)
+    assert frame["accuracy"].iloc[0] == 1.0

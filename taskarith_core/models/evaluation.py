@@ -9,9 +9,11 @@ Accuracies are fractions in [0, 1].
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,7 @@ __all__ = [
     "reference_accuracies",
     "shared_visual",
     "split_tensors",
+    "task_batches",
 ]
 
 
@@ -45,6 +48,7 @@ class _SourceCache:
     visuals: dict[str, nn.Module] = field(default_factory=dict)
     heads: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     references: dict[tuple, pd.DataFrame] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 _CACHES: weakref.WeakKeyDictionary[Any, _SourceCache] = weakref.WeakKeyDictionary()
@@ -82,6 +86,29 @@ def _stack(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(images), torch.cat(labels)
 
 
+def _select(dataset: Any, task: str, split: str, max_samples: int | None, seed: int) -> Any:
+    """A seeded random subset (kept in data order) of at most ``max_samples`` items."""
+    n = len(dataset)
+    if max_samples is not None and max_samples < n:
+        gen = torch.Generator().manual_seed(seed)
+        picks = torch.randperm(n, generator=gen)[:max_samples].sort().values
+        if isinstance(dataset, TensorDataset):
+            return TensorDataset(*(t[picks] for t in dataset.tensors))
+        return Subset(dataset, picks.tolist())
+    if max_samples is not None and max_samples > n:
+        warnings.warn(
+            f"task {task!r} {split} split has {n} samples, fewer than max_samples={max_samples}; "
+            "using all of them",
+            stacklevel=3,
+        )
+    return dataset
+
+
+def _check_max(max_samples: int | None) -> None:
+    if max_samples is not None and max_samples < 1:
+        raise InputError(f"max_samples={max_samples}: give a positive number of samples")
+
+
 def split_tensors(
     source: Any, task: str, split: str = "test", max_samples: int | None = None, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,31 +117,48 @@ def split_tensors(
     ``max_samples`` picks a seeded random subset (kept in data order); asking for more samples than
     the split holds returns the whole split with a warning."""
     _check_split(split)
-    if max_samples is not None and max_samples < 1:
-        raise InputError(f"max_samples={max_samples}: give a positive number of samples")
+    _check_max(max_samples)
     cache = _cache(source)
     key = (task, split, max_samples, seed)
-    if key in cache.data:
-        return cache.data[key]
-    dataset = source.dataset(task, split)
-    n = len(dataset)
-    if max_samples is not None and max_samples < n:
-        gen = torch.Generator().manual_seed(seed)
-        picks = torch.randperm(n, generator=gen)[:max_samples].sort().values
-        if isinstance(dataset, TensorDataset):
-            dataset = TensorDataset(*(t[picks] for t in dataset.tensors))
-        else:
-            dataset = Subset(dataset, picks.tolist())
-    elif max_samples is not None and max_samples > n:
-        warnings.warn(
-            f"task {task!r} {split} split has {n} samples, fewer than max_samples={max_samples}; "
-            "using all of them",
-            stacklevel=2,
-        )
-    images, labels = _stack(dataset)
-    result = (images.float().contiguous(), labels.long().contiguous())
-    cache.data[key] = result
-    return result
+    if key not in cache.data:
+        dataset = _select(source.dataset(task, split), task, split, max_samples, seed)
+        images, labels = _stack(dataset)
+        cache.data[key] = (images.float().contiguous(), labels.long().contiguous())
+    return cache.data[key]
+
+
+def _memory_budget() -> int:
+    """Bytes of images one split may keep in memory (``$TASKARITH_DATA_CACHE_MB``, 2048)."""
+    return int(float(os.environ.get("TASKARITH_DATA_CACHE_MB", "2048")) * (1 << 20))
+
+
+def task_batches(
+    source: Any,
+    task: str,
+    split: str = "test",
+    max_samples: int | None = None,
+    batch_size: int = 512,
+    seed: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) batches of a split: from memory when the split fits the budget (cached
+    for the next call), streamed through a DataLoader when it does not (e.g. SUN397 at 224 px)."""
+    _check_split(split)
+    _check_max(max_samples)
+    cache = _cache(source)
+    key = (task, split, max_samples, seed)
+    if key not in cache.data:
+        dataset = _select(source.dataset(task, split), task, split, max_samples, seed)
+        item = dataset[0][0] if len(dataset) else torch.empty(0)
+        if len(dataset) * torch.as_tensor(item).numel() * 4 > _memory_budget():
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+            for x, y in loader:
+                yield x.float(), torch.as_tensor(y).long()
+            return
+        images, labels = _stack(dataset)
+        cache.data[key] = (images.float().contiguous(), labels.long().contiguous())
+    images, labels = cache.data[key]
+    for start in range(0, len(images), batch_size):
+        yield images[start : start + batch_size], labels[start : start + batch_size]
 
 
 def shared_visual(source: Any, device: torch.device | str = "cpu") -> nn.Module:
@@ -155,11 +199,14 @@ def batched_logits(
     return torch.cat(out)
 
 
-def _accuracy(visual, images, labels, head, batch_size, device) -> float:
-    logits = batched_logits(visual, images, head, batch_size, device)
-    if len(labels) == 0:
-        return float("nan")
-    return float((logits.argmax(dim=1).cpu() == labels).float().mean())
+@torch.no_grad()
+def _accuracy(visual: nn.Module, batches: Any, head: torch.Tensor, device: torch.device) -> float:
+    correct = seen = 0
+    for x, y in batches:
+        logits = F.normalize(visual(x.to(device, non_blocking=True)).float(), dim=-1) @ head.T
+        correct += int((logits.argmax(dim=1).cpu() == y).sum())
+        seen += len(y)
+    return correct / seen if seen else float("nan")
 
 
 def _resolve_tasks(source: Any, tasks: Sequence[str] | None) -> list[str]:
@@ -184,18 +231,19 @@ def evaluate_states(
 ) -> pd.DataFrame:
     """Accuracy of each image-tower state on each task: DataFrame[model, task, split, accuracy]."""
     device = pick_device(str(device)) if not isinstance(device, torch.device) else device
+    _check_split(split)
+    _check_max(max_samples)
     tasks = _resolve_tasks(source, tasks)
-    data = {t: split_tensors(source, t, split, max_samples) for t in tasks}
     heads = {t: head_for(source, t, device) for t in tasks}
     visual = shared_visual(source, device)
     rows, total = [], len(states) * len(tasks)
-    for i, (name, state) in enumerate(states.items()):
-        load_visual_state(visual, state)
-        for j, task in enumerate(tasks):
-            images, labels = data[task]
-            acc = _accuracy(visual, images, labels, heads[task], batch_size, device)
-            rows.append((name, task, split, acc))
-            progress(i * len(tasks) + j + 1, total, f"{name} on {task}")
+    with _cache(source).lock:  # one tower per source: concurrent page callbacks take turns
+        for i, (name, state) in enumerate(states.items()):
+            load_visual_state(visual, state)
+            for j, task in enumerate(tasks):
+                batches = task_batches(source, task, split, max_samples, batch_size)
+                rows.append((name, task, split, _accuracy(visual, batches, heads[task], device)))
+                progress(i * len(tasks) + j + 1, total, f"{name} on {task}")
     return pd.DataFrame(rows, columns=["model", "task", "split", "accuracy"])
 
 
