@@ -1,0 +1,63 @@
+"""Protocols: hyperparameters chosen on val, numbers reported on test."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskarith_core.analyses.negation import negation_sweep
+from taskarith_core.analyses.protocol import addition_protocol, method_grid, negation_protocol
+from taskarith_core.analyses.sweeps import accuracy_sweep
+from taskarith_core.errors import InputError
+from tests.tiny_source import make_tiny_source
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_source(tmp_path_factory.mktemp("tiny_protocol"), n_tasks=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_talos(tmp_path_factory):
+    return make_tiny_source(tmp_path_factory.mktemp("tiny_protocol_t"), n_tasks=2, paradigm="talos")
+
+
+def test_addition_chooses_on_val_and_reports_test(tiny):
+    grid = [0.1, 0.5, 1.0]
+    table = addition_protocol(tiny, ["ta"], grids={"ta": grid})
+    val = accuracy_sweep(tiny, "ta", grid, split="val")
+    means = val[val["task"] == "mean"].set_index("value")["normalised"]
+    ta = table[table["method"] == "ta"]
+    chosen = ta["value"].iloc[0]
+    assert means[chosen] == means.max()
+    test = accuracy_sweep(tiny, "ta", [chosen], split="test")
+    expected = test.set_index("task")["accuracy"]
+    got = ta.set_index("task")["accuracy"]
+    assert got.to_dict() == pytest.approx(expected.to_dict())
+    assert set(table["split"]) == {"test"} and set(table["selected_on"]) == {"val"}
+    refs = table[table["method"].isin(["zeroshot", "finetuned"])]
+    assert refs.query("method == 'finetuned' and task != 'mean'")["normalised"].eq(1.0).all()
+
+
+def test_negation_choice_obeys_the_control_rule_on_val(tiny):
+    grid = [0.05, 0.2, 0.5, 1.0]
+    table = negation_protocol(tiny, ["ta"], grids={"ta": grid})
+    val = negation_sweep(tiny, "ta", grid, split="val")
+    for row in table[table["task"] != "mean"].itertuples():
+        options = val[val["task"] == row.task]
+        ok = options[options["keeps_control"]]
+        if row.control_rule_on_val:
+            assert row.value == ok.sort_values(["target_accuracy", "value"])["value"].iloc[0]
+        else:
+            assert ok.empty
+    assert "mean" in set(table["task"]) and set(table["split"]) == {"test"}
+
+
+def test_grids_default_to_the_papers_and_scale_for_talos(tiny, tiny_talos):
+    assert method_grid(tiny, "ta", tiny.tasks, None)[-1] == 1.0
+    assert method_grid(tiny, "sta-lp", tiny.tasks, None)[0] == 0.1
+    scaled = method_grid(tiny_talos, "talos-mask", tiny_talos.tasks, None)
+    assert scaled[-1] > 5.0  # ~90% of entries frozen: lambda range stretched by 1 / (1 - k)
+    with pytest.raises(InputError, match="empty"):
+        method_grid(tiny, "ta", tiny.tasks, {"ta": []})
+    with pytest.raises(InputError, match="unknown method"):
+        addition_protocol(tiny, ["bogus"])
