@@ -90,6 +90,30 @@ def _side(source, name, tasks, samples, seed, device, pre):
     return {}, {}
 
 
+def _task_rows(source, method, task, values, pre, importance, mask, zero, where) -> list[tuple]:
+    """Target and control accuracy of ``task`` negated at each value."""
+    control = source.control_task
+    ft = source.load_finetuned(task)
+    spec = method_spec(method)
+    rows = []
+    for value in values:
+        state = negated_state(method, pre, ft, float(value), importance=importance, mask=mask)
+        acc = _accuracies(source, state, [task, control], *where)
+        rows.append(
+            (
+                method,
+                spec.param,
+                float(value),
+                task,
+                acc[task],
+                zero[task],
+                acc[control],
+                zero[control],
+            )
+        )
+    return rows
+
+
 def negation_sweep(
     source: Any,
     method: str,
@@ -123,29 +147,17 @@ def negation_sweep(
     importances, masks = _side(source, method, tasks, samples, seed, device, pre)
     rows = []
     for index, task in enumerate(tasks):
-        ft = source.load_finetuned(task)
-        for value in values:
-            state = negated_state(
-                method,
-                pre,
-                ft,
-                float(value),
-                importance=importances.get(task),
-                mask=masks.get(task),
-            )
-            acc = _accuracies(source, state, [task, control], split, device, max_samples)
-            rows.append(
-                (
-                    method,
-                    spec.param,
-                    float(value),
-                    task,
-                    acc[task],
-                    zero[task],
-                    acc[control],
-                    zero[control],
-                )
-            )
+        rows += _task_rows(
+            source,
+            method,
+            task,
+            values,
+            pre,
+            importances.get(task),
+            masks.get(task),
+            zero,
+            (split, device, max_samples),
+        )
         progress(index + 1, len(tasks), task)
     columns = [
         "method",

@@ -79,6 +79,42 @@ def _select_addition(val: pd.DataFrame) -> float:
     return float(means["value"].iloc[0])
 
 
+def _tune_and_report(
+    source: Any,
+    prep: Prepared,
+    grid: Sequence[float],
+    tasks: Sequence[str],
+    select_split: str,
+    report_split: str,
+    device: Any,
+    max_samples: int | None,
+) -> pd.DataFrame:
+    """Sweep on the selection split, then evaluate the chosen value on the report split."""
+    val = accuracy_sweep(
+        source,
+        prep.name,
+        grid,
+        tasks=tasks,
+        split=select_split,
+        device=device,
+        max_samples=max_samples,
+        prepared=prep,
+    )
+    chosen = _select_addition(val)
+    score = float(val[(val["task"] == "mean") & (val["value"] == chosen)]["normalised"].iloc[0])
+    test = evaluate_merged(
+        source,
+        prep.merge(chosen),
+        tasks,
+        split=report_split,
+        device=device,
+        max_samples=max_samples,
+    )
+    mean = test[["accuracy", "normalised"]].mean().to_frame().T.assign(task="mean")
+    test = pd.concat([test, mean], ignore_index=True)
+    return test.assign(method=prep.name, param=prep.spec.param, value=chosen, selected_score=score)
+
+
 def addition_protocol(
     source: Any,
     methods: Sequence[str],
@@ -103,7 +139,7 @@ def addition_protocol(
     fts = [source.load_finetuned(t) for t in tasks]
     frames = []
     for index, name in enumerate(methods):
-        prep: Prepared = prepare_method(
+        prep = prepare_method(
             source,
             name,
             tasks,
@@ -114,34 +150,10 @@ def addition_protocol(
             finetuned=fts,
         )
         grid = method_grid(source, name, tasks, grids)
-        val = accuracy_sweep(
-            source,
-            name,
-            grid,
-            tasks=tasks,
-            split=select_split,
-            device=device,
-            max_samples=max_samples,
-            prepared=prep,
-        )
-        chosen = _select_addition(val)
-        val_score = float(
-            val[(val["task"] == "mean") & (val["value"] == chosen)]["normalised"].iloc[0]
-        )
-        test = evaluate_merged(
-            source,
-            prep.merge(chosen),
-            tasks,
-            split=report_split,
-            device=device,
-            max_samples=max_samples,
-        )
-        test = pd.concat(
-            [test, test[["accuracy", "normalised"]].mean().to_frame().T.assign(task="mean")],
-            ignore_index=True,
-        )
         frames.append(
-            test.assign(method=name, param=prep.spec.param, value=chosen, selected_score=val_score)
+            _tune_and_report(
+                source, prep, grid, tasks, select_split, report_split, device, max_samples
+            )
         )
         progress(index + 1, len(methods), name)
     out = pd.concat(frames, ignore_index=True)
