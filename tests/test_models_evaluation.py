@@ -24,6 +24,11 @@ def tiny(tmp_path_factory):
     return make_tiny_source(tmp_path_factory.mktemp("tiny"), n_tasks=2)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKARITH_CACHE", str(tmp_path / "cache"))
+
+
 def _manual_accuracy(source, state, task):
     visual = source.build_visual()
     visual.load_state_dict({k.removeprefix("visual."): v for k, v in state.items()})
@@ -142,3 +147,23 @@ def test_large_splits_stream_instead_of_caching(tiny, monkeypatch):
     assert _cache(streamed).data
     pd.testing.assert_frame_equal(frame, cached)
     assert frame["accuracy"].iloc[0] == 1.0
+
+
+def test_reference_accuracies_reuse_the_disk_cache(tmp_path, monkeypatch):
+    from taskarith_core.models import evaluation
+
+    first = make_tiny_source(tmp_path / "a", n_tasks=2, seed=3)
+    ref = reference_accuracies(first, max_samples=20)
+    assert list((tmp_path / "cache" / "reference").glob("*.csv"))
+    second = make_tiny_source(tmp_path / "b", n_tasks=2, seed=3)  # same files, new object
+
+    def boom(*args, **kwargs):
+        raise AssertionError("evaluated although cached on disk")
+
+    monkeypatch.setattr(evaluation, "evaluate_states", boom)
+    pd.testing.assert_frame_equal(reference_accuracies(second, max_samples=20), ref)
+    with pytest.raises(AssertionError, match="evaluated"):
+        reference_accuracies(second, max_samples=21)
+    other = make_tiny_source(tmp_path / "c", n_tasks=2, seed=4)  # other weights: other key
+    with pytest.raises(AssertionError, match="evaluated"):
+        reference_accuracies(other, max_samples=20)

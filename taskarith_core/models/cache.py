@@ -14,13 +14,22 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from safetensors import SafetensorError
 
 from ..errors import InputError
-from ..io import file_sha256, load_state_dict, save_state_dict
+from ..io import atomic_path, file_sha256, load_state_dict, save_state_dict
 
-__all__ = ["cache_dir", "cache_key", "file_digest", "load_cached_state", "save_cached_state"]
+__all__ = [
+    "cache_dir",
+    "cache_key",
+    "file_digest",
+    "load_cached_frame",
+    "load_cached_state",
+    "save_cached_frame",
+    "save_cached_state",
+]
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _LOCK = threading.Lock()
@@ -53,8 +62,8 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _entry(kind: str, key: str, root: str | Path | None) -> Path:
-    return Path(root if root is not None else cache_dir()) / kind / f"{key}.safetensors"
+def _entry(kind: str, key: str, root: str | Path | None, suffix: str = ".safetensors") -> Path:
+    return Path(root if root is not None else cache_dir()) / kind / f"{key}{suffix}"
 
 
 def load_cached_state(
@@ -82,5 +91,30 @@ def save_cached_state(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return save_state_dict(state, path, metadata)
+    except (OSError, InputError):
+        return None
+
+
+def load_cached_frame(kind: str, key: str, root: str | Path | None = None) -> pd.DataFrame | None:
+    """A cached table, or None when absent or unreadable."""
+    path = _entry(kind, key, root, ".csv")
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+
+
+def save_cached_frame(
+    frame: pd.DataFrame, kind: str, key: str, root: str | Path | None = None
+) -> Path | None:
+    """Write a table atomically; an unwritable cache folder only costs a recompute later."""
+    path = _entry(kind, key, root, ".csv")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+        return path
     except (OSError, InputError):
         return None

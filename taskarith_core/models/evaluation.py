@@ -15,6 +15,7 @@ import warnings
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from ..device import pick_device
 from ..errors import InputError
 from ..progress import Progress, no_progress
+from .cache import cache_key, file_digest, load_cached_frame, save_cached_frame
 from .clip import load_visual_state
 from .source import SPLITS
 
@@ -247,30 +249,52 @@ def evaluate_states(
     return pd.DataFrame(rows, columns=["model", "task", "split", "accuracy"])
 
 
+def _reference_key(source: Any, split: str, max_samples: int | None) -> str:
+    """Everything the reference table depends on that can be read without loading the data."""
+    return cache_key(
+        kind="reference",
+        source=source.name,
+        arch=source.arch,
+        split=split,
+        max_samples=max_samples,
+        pretrained=file_digest(source.pretrained_path()),
+        finetuned={t: file_digest(source.finetuned_path(t)) for t in source.tasks},
+        classnames={t: source.classnames(t) for t in source.tasks},
+    )
+
+
 def reference_accuracies(
     source: Any,
     split: str = "test",
     device: torch.device | str = "cpu",
     max_samples: int | None = None,
     progress: Progress = no_progress,
+    cache_dir: str | Path | None = None,
+    use_disk: bool = True,
 ) -> pd.DataFrame:
     """Per task (not the control set): zero-shot (theta_pre) and fine-tuned (theta_t on its own
-    task) accuracy, cached per source, split and sample count."""
+    task) accuracy. Cached in memory per source and on disk under the files' content hashes
+    (``use_disk=False`` skips the disk)."""
     cache = _cache(source)
     key = (split, max_samples)
     if key in cache.references:
         return cache.references[key].copy()
+    disk_key = _reference_key(source, split, max_samples) if use_disk else None
+    hit = load_cached_frame("reference", disk_key, cache_dir) if disk_key else None
+    if hit is not None and list(hit.columns) == ["task", "zeroshot", "finetuned"]:
+        cache.references[key] = hit
+        return hit.copy()
     tasks = list(source.tasks)
     zero = evaluate_states(
         source, {"zeroshot": source.load_pretrained()}, tasks, split, device, max_samples
     )
     finetuned = {}
-    for i, task in enumerate(source.tasks):
+    for i, task in enumerate(tasks):
         frame = evaluate_states(
             source, {task: source.load_finetuned(task)}, [task], split, device, max_samples
         )
         finetuned[task] = float(frame["accuracy"].iloc[0])
-        progress(i + 1, len(source.tasks), f"fine-tuned {task}")
+        progress(i + 1, len(tasks), f"fine-tuned {task}")
     out = pd.DataFrame(
         {
             "task": tasks,
@@ -279,6 +303,8 @@ def reference_accuracies(
         }
     )
     cache.references[key] = out
+    if disk_key:
+        save_cached_frame(out, "reference", disk_key, cache_dir)
     return out.copy()
 
 
