@@ -95,3 +95,19 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, capsys, argv, m
 def test_out_folder_must_have_a_parent(cli, tmp_path, capsys):
     assert cli("cosine", "--out", str(tmp_path / "no" / "such")) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_xi_with_checkpoints_of_another_pretrained_model_is_refused(
+    cli, tiny, tmp_path_factory, tmp_path, capsys
+):
+    other = make_tiny_source(tmp_path_factory.mktemp("other"), n_tasks=2, seed=7)
+    files = ",".join(str(other.finetuned_path(t)) for t in other.tasks)
+    out = tmp_path / "xi"
+    assert cli("xi", "--tasks", "task0,task1", "--finetuned", files, "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "not fine-tuned from this pretrained model" in err and not out.exists()
+    own = ",".join(str(tiny.finetuned_path(t)) for t in ("task0", "task1"))
+    argv = ["--tasks", "task0,task1", "--points", "2", "--samples", "8", "--out", str(out)]
+    assert cli("xi", "--finetuned", own, *argv) == 0
+    assert cli("xi", "--finetuned", own.split(",")[0], *argv) == 2
+    assert "two checkpoints" in capsys.readouterr().err

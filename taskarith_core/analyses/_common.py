@@ -123,26 +123,34 @@ def source_task_vectors(
     return {task: task_vector(pre, source.load_finetuned(task)) for task in tasks}
 
 
+#: A fine-tune moves the weights by a small fraction of their norm; two independently trained
+#: models differ by about sqrt(2) times it. Above this ratio a vector is refused.
+MAX_RELATIVE_NORM = 1.0
+
+
+def _relative_norm(pretrained: Mapping[str, torch.Tensor], vector: Mapping[str, torch.Tensor]):
+    num = sum(float(v.double().pow(2).sum()) for v in vector.values())
+    den = sum(float(pretrained[k].double().pow(2).sum()) for k in vector)
+    return (num / den) ** 0.5 if den > 0 else 0.0
+
+
 def check_shared_pretrained(
     pretrained: Mapping[str, torch.Tensor],
     vectors: Mapping[str, Mapping[str, torch.Tensor]],
     recorded: Mapping[str, str | None] | None = None,
 ) -> None:
-    """Refuse task vectors that cannot come from ``pretrained``: unknown keys, other shapes, or
-    a recorded pretrained hash (e.g. safetensors metadata) that differs between vectors."""
+    """Refuse task vectors that cannot come from ``pretrained``: unknown keys, other shapes, a
+    norm comparable to the weights themselves (a checkpoint trained from another initialisation),
+    or a recorded pretrained hash (e.g. safetensors metadata) that differs between vectors."""
     for name, vector in vectors.items():
-        for key, tensor in vector.items():
-            if key not in pretrained:
-                raise InputError(
-                    f"task vector {name!r}: key {key!r} is not in the pretrained model; the "
-                    "vectors must come from fine-tuning the same pretrained model"
-                )
-            if tuple(tensor.shape) != tuple(pretrained[key].shape):
-                raise InputError(
-                    f"task vector {name!r}: {key!r} has shape {tuple(tensor.shape)} but the "
-                    f"pretrained model has {tuple(pretrained[key].shape)}; use vectors of the "
-                    "same pretrained model"
-                )
+        _check_vector_layout(pretrained, name, vector)
+        ratio = _relative_norm(pretrained, vector)
+        if ratio > MAX_RELATIVE_NORM:
+            raise InputError(
+                f"task vector {name!r} is {ratio:.2f} times the norm of the pretrained weights; "
+                "its checkpoint was not fine-tuned from this pretrained model; use checkpoints "
+                "fine-tuned from the same pretrained model"
+            )
     hashes = {n: h for n, h in (recorded or {}).items() if h}
     if len(set(hashes.values())) > 1:
         pairs = ", ".join(f"{n}: {h[:12]}" for n, h in hashes.items())
@@ -150,6 +158,21 @@ def check_shared_pretrained(
             f"task vectors record different pretrained models ({pairs}); combine only vectors "
             "fine-tuned from the same pretrained checkpoint"
         )
+
+
+def _check_vector_layout(pretrained, name: str, vector: Mapping[str, torch.Tensor]) -> None:
+    for key, tensor in vector.items():
+        if key not in pretrained:
+            raise InputError(
+                f"task vector {name!r}: key {key!r} is not in the pretrained model; the "
+                "vectors must come from fine-tuning the same pretrained model"
+            )
+        if tuple(tensor.shape) != tuple(pretrained[key].shape):
+            raise InputError(
+                f"task vector {name!r}: {key!r} has shape {tuple(tensor.shape)} but the "
+                f"pretrained model has {tuple(pretrained[key].shape)}; use vectors of the "
+                "same pretrained model"
+            )
 
 
 def head_logits(features: torch.Tensor, head: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,25 @@ def _vectors(opts, source, tasks, device) -> dict[str, dict] | None:
     }
 
 
+def _file_vectors(opts, source, tasks) -> dict[str, dict]:
+    """tau = theta_file - theta_pre for two user checkpoints (e.g. from another fine-tuning run)."""
+    from ..models.files import read_visual_state
+    from ..taskvec import check_same_layout, task_vector
+
+    files = [p.strip() for p in opts.finetuned.split(",") if p.strip()]
+    if len(files) != 2:
+        raise InputError(f"--finetuned needs two checkpoints A,B (one per task), got {len(files)}")
+    if getattr(opts, "masks", "none") != "none":
+        raise InputError("--finetuned and --masks cannot be combined; drop one of them")
+    pre = source.load_pretrained()
+    out = {}
+    for task, path in zip(tasks, files):
+        state = read_visual_state(path, trust_pickle=bool(getattr(opts, "trust_pickle", False)))
+        check_same_layout(pre, state, other_name=path, check_dtype=False)
+        out[task] = task_vector(pre, state)
+    return out
+
+
 def _mask_label(opts) -> str:
     masks = getattr(opts, "masks", "none")
     if masks == "sta":
@@ -90,7 +109,10 @@ def _xi(opts, source, device, progress) -> Result:
     preset = XI_PRESETS[opts.preset]
     lo, hi = opts.alpha_range if opts.alpha_range else (preset.lo, preset.hi)
     grid = XiGrid(opts.points if opts.points is not None else preset.points, lo, hi).validate()
-    vectors = _vectors(opts, source, tasks, device)
+    if getattr(opts, "finetuned", None):
+        vectors = _file_vectors(opts, source, tasks)
+    else:
+        vectors = _vectors(opts, source, tasks, device)
     frame = disentanglement_grid(
         source,
         tasks[0],

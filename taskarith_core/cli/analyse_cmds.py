@@ -158,6 +158,13 @@ def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--distance", default="prediction", choices=("prediction", "kl"))
         parser.add_argument("--samples", type=int, default=256, help="samples per task")
         parser.add_argument("--threshold", type=float, default=0.1, help="xi level for the area")
+        parser.add_argument(
+            "--finetuned",
+            metavar="A,B",
+            help="two fine-tuned checkpoints to use instead of the "
+            "source's (image tower or whole CLIP, .safetensors)",
+        )
+        parser.add_argument("--trust-pickle", action="store_true", help="allow .pt/.bin files")
         _mask_flags(parser, "none")
     elif name in ("cosine", "localisation"):
         _mask_flags(parser, "none")
