@@ -52,6 +52,10 @@ def _convert(args: argparse.Namespace) -> int:
     from ..real.convert import convert_checkpoint
 
     check_writable(args.out)
+    if args.arch_config:
+        from ..models.clip import register_arch
+
+        register_arch(args.arch_config, args.arch)
     fill = None
     if args.projection_from:
         fill = load_state_dict(args.projection_from, prefix="visual.proj")
@@ -120,6 +124,7 @@ def register(subparsers: Any) -> None:
     )
     conv.add_argument("checkpoint", nargs="?", help="file (or transformers save_pretrained folder)")
     conv.add_argument("--arch", help="open_clip architecture, e.g. ViT-B-32-quickgelu")
+    conv.add_argument("--arch-config", metavar="JSON", help="open_clip config for a custom --arch")
     conv.add_argument("--out", help="output .safetensors")
     conv.add_argument("--format", default="auto", choices=["auto", "open_clip", "hf"])
     conv.add_argument("--full", action="store_true", help="keep the text tower too (pretrained)")

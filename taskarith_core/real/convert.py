@@ -185,16 +185,16 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, t
             f"{path}: is a pickle file, which can run arbitrary code when loaded; pass "
             "--trust-pickle (or trust_pickle: true in the manifest) only if you trust its source"
         )
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise InputError(
-            f"{path}: is a legacy (pre torch 1.6) or TorchScript pickle; re-save it with "
-            "torch.save(model.state_dict(), ...) first"
-        )
     try:
         return load_state_dict(path, trust_pickle=True)
     except InputError as plain_error:  # a whole module, or a dict holding more than tensors
         if not any(m in str(plain_error) for m in ("could not be loaded", "does not hold")):
             raise
+    if not zipfile.is_zipfile(path):
+        raise InputError(
+            f"{path}: is a legacy (pre torch 1.6) pickle of more than tensors; re-save it with "
+            "torch.save(model.state_dict(), ...) where you trust it"
+        )
     return load_pickled_module_state(path)
 
 

@@ -96,7 +96,9 @@ def preprocess_for(arch: str) -> Callable:
 
 
 def _norm(name: str) -> str:
-    return re.sub(r"[\s_\-/]+", " ", str(name).lower()).strip()
+    """Compare class ids loosely: ``AnnualCrop`` = ``annual_crop`` = ``annual crop``."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", str(name))
+    return re.sub(r"[\s_\-/]+", " ", spaced.lower()).strip()
 
 
 def align_classnames(
