@@ -89,3 +89,17 @@ def test_cli_info_and_errors(mini_zoo_root, tmp_path, capsys):
     assert "zoo build" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["zoo", "build", "--threads", "0"])
+
+
+def test_resume_only_with_the_same_recipe(mini_zoo_root, tmp_path):
+    from taskarith_core.zoo.arch import build_vocabulary
+    from taskarith_core.zoo.build import _all_texts, _can_resume, _spec_json
+
+    info = json.loads(
+        json.dumps(_spec_json(MINI_SPEC, build_vocabulary(_all_texts(MINI_SPEC.data))))
+    )
+    assert _can_resume(mini_zoo_root, info)
+    other = json.loads(json.dumps(info))
+    other["build"]["pretrain"]["steps"] += 1
+    assert not _can_resume(mini_zoo_root, other)
+    assert not _can_resume(tmp_path, info)

@@ -36,8 +36,9 @@ def _run_build(args: argparse.Namespace) -> int:
         raise InputError(f"{out.parent}: folder does not exist; create it first")
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    staging = out.with_name(f".{out.name}.building")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = out.with_name(f".{out.name}.building")  # kept on failure: the next build resumes
+    if args.fresh:
+        shutil.rmtree(staging, ignore_errors=True)
     spec = MINI_SPEC if args.mini else ZOO_SPEC
     build_zoo(staging, spec, tqdm_progress("zoo build"), device)
     if not args.no_card:
@@ -48,6 +49,24 @@ def _run_build(args: argparse.Namespace) -> int:
         shutil.rmtree(out)
     staging.rename(out)
     print(f"zoo written to {out}")
+    return 0
+
+
+def _run_card(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..device import pick_device
+    from ..zoo import PARADIGMS, ZOO_ROOT
+    from ..zoo.card import write_card
+
+    root = Path(args.root) if args.root else ZOO_ROOT
+    paradigms = args.paradigms.split(",") if args.paradigms else list(PARADIGMS)
+    unknown = [p for p in paradigms if p not in PARADIGMS]
+    if unknown:
+        raise InputError(f"unknown paradigm {unknown[0]!r}: use {', '.join(PARADIGMS)}")
+    torch.set_num_threads(args.threads)
+    write_card(root, tqdm_progress("zoo card"), pick_device(args.device), paradigms=paradigms)
+    print(f"card written to {root / 'card.json'}")
     return 0
 
 
@@ -69,12 +88,17 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    zoo = subparsers.add_parser("zoo", help="build the embedded model zoo or print its card")
+    zoo = subparsers.add_parser(
+        "zoo", help="build the embedded model zoo, measure or print its card"
+    )
     sub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")
     build = sub.add_parser("build", help="re-create assets/zoo from nothing (training on CPU)")
     build.add_argument("--out", help="output folder (default: the shipped assets/zoo)")
     build.add_argument("--mini", action="store_true", help="the 2-task miniature zoo of the tests")
     build.add_argument("--no-card", action="store_true", help="skip measuring the card")
+    build.add_argument(
+        "--fresh", action="store_true", help="discard an interrupted build instead of resuming it"
+    )
     build.add_argument(
         "--threads",
         type=_positive_int,
@@ -83,6 +107,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_flag(build)
     build.set_defaults(func=_run_build)
+    card = sub.add_parser("card", help="re-measure the card of a built zoo (no training)")
+    card.add_argument("--root", help="zoo folder (default: the shipped assets/zoo)")
+    card.add_argument("--paradigms", help="comma-separated subset to re-measure (default: all)")
+    card.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    add_device_flag(card)
+    card.set_defaults(func=_run_card)
     info = sub.add_parser("info", help="print the zoo's card of measured numbers")
     info.add_argument("--root", help="zoo folder (default: the shipped assets/zoo)")
     info.add_argument("--json", action="store_true", help="print card.json instead of the table")

@@ -43,9 +43,9 @@ class ZooSpec:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: dict[str, FinetuneConfig] = field(
         default_factory=lambda: {
-            "full": FinetuneConfig(lr=5e-4),
-            "attention": FinetuneConfig(lr=1e-3),
-            "talos": FinetuneConfig(lr=1e-3),
+            "full": FinetuneConfig(steps=120, lr=1e-3, warmup=12),
+            "attention": FinetuneConfig(steps=100, lr=2e-3, warmup=10),
+            "talos": FinetuneConfig(steps=100, lr=2e-3, warmup=10),
         }
     )
     talos: TalosConfig = field(default_factory=TalosConfig)
@@ -91,6 +91,24 @@ def _spec_json(spec: ZooSpec, vocabulary: list[int]) -> dict:
     return info
 
 
+_PRETRAIN_FIELDS = ("width", "layers", "text_width", "embed_dim", "pretrain", "dtype")
+
+
+def _can_resume(out: Path, info: dict) -> bool:
+    """True when ``out`` holds a pretrained model made from the same data, vocabulary and recipe.
+
+    An interrupted or re-tuned build then skips pretraining; fine-tuning always reruns."""
+    old_path = out / "tasks.json"
+    if not (out / "pretrained.safetensors").is_file() or not old_path.is_file():
+        return False
+    try:
+        old = json.loads(old_path.read_text())
+    except ValueError:
+        return False
+    same = all(old.get(k) == info[k] for k in ("data_spec", "vocabulary", "arch"))
+    return same and all(old["build"].get(f) == info["build"][f] for f in _PRETRAIN_FIELDS)
+
+
 def _write_json(obj: dict, path: Path) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=1))
@@ -112,7 +130,9 @@ def build_zoo(
     progress: Progress = no_progress,
     device: str | torch.device = "cpu",
 ) -> Path:
-    """Train and write a complete zoo into ``out_dir``; returns the folder."""
+    """Train and write a complete zoo into ``out_dir``; returns the folder.
+
+    A pretrained model already in ``out_dir`` from the same recipe is reused (resumed build)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.pretrain.seed)
@@ -121,33 +141,37 @@ def build_zoo(
     config = model_config(len(vocabulary), spec.width, spec.layers, spec.text_width, spec.embed_dim)
     register_arch(config, ARCH_NAME)
     tokenizer = CompactTokenizer(vocabulary)
-    n_ft = len(spec.paradigms) * len(spec.data.tasks)
-    total = spec.pretrain.steps + n_ft
-    stage = {"done": 0}
-
-    def sub(offset: int) -> Progress:
-        return lambda done, _t, msg="": progress(min(offset + done, total), total, msg)
-
+    jobs = [(paradigm, task) for paradigm in spec.paradigms for task in spec.data.tasks]
+    total = spec.pretrain.steps + len(jobs)
     started = time.time()
-    model = create_clip(ARCH_NAME, device=device)
-    pretrain(model, spec.data, tokenizer, spec.pretrain, sub(0), device)
-    _round_to_storage(model, dtype)
+    info = json.loads(json.dumps(_spec_json(spec, vocabulary)))
+    if _can_resume(out, info):
+        model = create_clip(ARCH_NAME, out / "pretrained.safetensors", device)
+    else:
+        model = create_clip(ARCH_NAME, device=device)
+        pretrain(
+            model, spec.data, tokenizer, spec.pretrain, progress_part(progress, 0, total), device
+        )
+        _round_to_storage(model, dtype)
+        state = {k: v.detach().to(dtype).cpu() for k, v in model.state_dict().items()}
+        save_state_dict(state, out / "pretrained.safetensors", {"arch": ARCH_NAME})
     _write_json(config, out / "config.json")
-    _write_json(_spec_json(spec, vocabulary), out / "tasks.json")
-    state = {k: v.detach().to(dtype).cpu() for k, v in model.state_dict().items()}
-    save_state_dict(state, out / "pretrained.safetensors", {"arch": ARCH_NAME})
+    _write_json(info, out / "tasks.json")
+    progress(spec.pretrain.steps, total, "pretrained")
     heads = text_heads(model, tokenizer, [*spec.data.tasks, spec.data.control], device)
     save_state_dict(heads, out / "heads.safetensors", {"arch": ARCH_NAME})
     pre_visual = {k: v.clone() for k, v in model.visual.state_dict().items()}
-    stage["done"] = spec.pretrain.steps
-    for paradigm in spec.paradigms:
-        for task in spec.data.tasks:
-            model.visual.load_state_dict(pre_visual)
-            _finetune_one(model.visual, heads[task], task, paradigm, spec, out, dtype, device)
-            stage["done"] += 1
-            progress(stage["done"], total, f"{paradigm}/{task}")
+    for done, (paradigm, task) in enumerate(jobs, start=1):
+        model.visual.load_state_dict(pre_visual)
+        _finetune_one(model.visual, heads[task], task, paradigm, spec, out, dtype, device)
+        progress(spec.pretrain.steps + done, total, f"{paradigm}/{task}")
     _write_json({"seconds": round(time.time() - started, 1)}, out / "build_time.json")
     return out
+
+
+def progress_part(progress: Progress, offset: int, total: int) -> Progress:
+    """A sub-task's progress shifted into the whole build's bar."""
+    return lambda done, _total, message="": progress(min(offset + done, total), total, message)
 
 
 def text_heads(

@@ -85,7 +85,7 @@ def finetune(
         with torch.no_grad():
             for n, gate in gates.items():
                 params[n].copy_(torch.where(gate.bool(), params[n], start[n]))
-        loss_value = float(loss)
+        loss_value = loss.item()
         progress(step + 1, config.steps, f"loss {loss_value:.3f}")
     for p in params.values():
         p.requires_grad_(True)

@@ -25,7 +25,7 @@ __all__ = ["PretrainConfig", "caption_table", "cosine_lr", "pretrain"]
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -96,7 +96,7 @@ def pretrain(
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        loss_value = float(loss)
+        loss_value = loss.item()
         progress(step + 1, config.steps, f"pretrain loss {loss_value:.3f}")
     model.eval()
     return {"final_loss": loss_value, "mixture_images": float(len(images))}

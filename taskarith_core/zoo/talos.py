@@ -31,8 +31,8 @@ _FROZEN = ("class_embedding", "positional_embedding")
 class TalosConfig:
     sparsity: float = 0.9  #: k, the fraction of weights frozen
     rounds: int = 4  #: R
-    batches_per_round: int = 10
-    batch_size: int = 128
+    batches_per_round: int = 2  #: the paper uses 10 batches of 128 per round; CPU budget
+    batch_size: int = 64
     soft: float = 0.01  #: value of already-masked entries during calibration
     seed: int = 0
 

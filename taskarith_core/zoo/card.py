@@ -1,0 +1,272 @@
+"""The zoo card: measured test numbers of every paradigm, the issue's acceptance checks, the claims.
+
+Every number goes through :mod:`taskarith_core.analyses.protocol`: hyperparameters (lambda, p) are
+chosen on the validation split and reported on the test split, whichever way they fall. The card is
+written as ``card.json`` and a markdown ``README.md`` beside the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..io import atomic_path
+from ..progress import Progress, no_progress
+from .source import PARADIGMS, load_zoo
+
+__all__ = ["ADDITION_METHODS", "NEGATION_METHODS", "card_markdown", "measure_card", "write_card"]
+
+#: per paradigm: merges measured (sta-random is the control for every importance metric)
+ADDITION_METHODS = {
+    "full": ("ta", "ties", "sta-lp", "sta-amp", "sta-lpamp", "sta-random"),
+    "attention": ("ta", "sta-lp", "sta-random"),
+    "talos": ("talos-mask",),
+}
+NEGATION_METHODS = {"full": ("ta", "sta-lp"), "attention": ("ta",), "talos": ("talos-mask",)}
+QUICK = {"full": ("ta", "sta-lp"), "attention": ("ta",), "talos": ("talos-mask",)}
+
+
+def _round(value: Any) -> Any:
+    return round(float(value) * 100, 2) if isinstance(value, float) else value
+
+
+def _addition_summary(table: pd.DataFrame) -> dict[str, dict]:
+    means = table[table["task"] == "mean"]
+    out = {}
+    for _, row in means.iterrows():
+        out[row["method"]] = {
+            "param": row["param"] if isinstance(row["param"], str) else None,
+            "value": None if pd.isna(row["value"]) else float(row["value"]),
+            "accuracy": _round(float(row["accuracy"])),
+            "normalised": _round(float(row["normalised"])),
+        }
+    return out
+
+
+def _negation_summary(table: pd.DataFrame) -> dict[str, dict]:
+    means = table[table["task"] == "mean"]
+    out = {}
+    for _, row in means.iterrows():
+        target, target0 = float(row["target_accuracy"]), float(row["target_zeroshot"])
+        control, control0 = float(row["control_accuracy"]), float(row["control_zeroshot"])
+        out[row["method"]] = {
+            "target": _round(target),
+            "target_zeroshot": _round(target0),
+            "control": _round(control),
+            "control_zeroshot": _round(control0),
+            "target_ratio": round(target / target0, 3),
+            "control_ratio": round(control / control0, 3),
+        }
+    return out
+
+
+def _per_task(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    refs = table[table["method"].isin(["zeroshot", "finetuned"]) & (table["task"] != "mean")]
+    return {
+        t: {m: _round(float(a)) for m, a in zip(part["method"], part["accuracy"])}
+        for t, part in refs.groupby("task", sort=False)
+    }
+
+
+def measure_paradigm(root: str | Path, paradigm: str, device: Any = "cpu", quick: bool = False):
+    """Addition and negation protocols on one paradigm of the zoo at ``root``."""
+    from ..analyses.protocol import addition_protocol, negation_protocol
+
+    started = time.time()
+    source = load_zoo(paradigm, root)
+    methods = QUICK if quick else ADDITION_METHODS
+    addition = addition_protocol(source, methods[paradigm], device=device)
+    negation = negation_protocol(
+        source, (QUICK if quick else NEGATION_METHODS)[paradigm], device=device
+    )
+    return {
+        "per_task": _per_task(addition),
+        "addition": _addition_summary(addition),
+        "negation": _negation_summary(negation),
+        "addition_table": addition.to_dict(orient="records"),
+        "negation_table": negation.to_dict(orient="records"),
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def measure_card(
+    root: str | Path,
+    device: Any = "cpu",
+    progress: Progress = no_progress,
+    quick: bool = False,
+    paradigms: Sequence[str] = PARADIGMS,
+    previous: dict | None = None,
+) -> dict:
+    """Measure ``paradigms`` (others are kept from ``previous``); checks once all are present."""
+    card: dict[str, Any] = {"paradigms": {}, "protocol": "chosen on val, reported on test"}
+    if previous:
+        card["paradigms"].update(previous.get("paradigms", {}))
+    for index, paradigm in enumerate(paradigms):
+        card["paradigms"][paradigm] = measure_paradigm(root, paradigm, device, quick)
+        progress(index + 1, len(paradigms), paradigm)
+    if all(p in card["paradigms"] for p in PARADIGMS):
+        card["checks"] = acceptance_checks(card)
+        card["claims"] = paper_claims(card)
+    return card
+
+
+def acceptance_checks(card: dict) -> dict[str, dict]:
+    """Issue 4's acceptance criteria on the full-fine-tuning zoo, each with its numbers."""
+    full = card["paradigms"]["full"]
+    per_task = full["per_task"]
+    ft = {t: v["finetuned"] for t, v in per_task.items()}
+    gain = sum(v["finetuned"] - v["zeroshot"] for v in per_task.values()) / len(per_task)
+    ta = full["addition"]["ta"]["normalised"]
+    negation = full["negation"]
+    neg = {
+        m: {"target_ratio": v["target_ratio"], "control_ratio": v["control_ratio"]}
+        for m, v in negation.items()
+    }
+    return {
+        "finetuned_ge_85_every_task": {"ok": min(ft.values()) >= 85, "min": min(ft.values())},
+        "finetuned_gain_ge_25_points": {"ok": gain >= 25, "mean_gain": round(gain, 2)},
+        "ta_normalised_lt_90": {"ok": ta < 90, "ta_normalised": ta},
+        "negation_target_le_60pct_control_ge_95pct": {
+            "ok": all(
+                v["target_ratio"] <= 0.6 and v["control_ratio"] >= 0.95 for v in neg.values()
+            ),
+            **neg,
+        },
+    }
+
+
+def paper_claims(card: dict) -> dict[str, dict]:
+    """The papers' comparative claims, measured: does each hold on this zoo?"""
+    p = card["paradigms"]
+    full = p["full"]["addition"]
+    claims: dict[str, dict] = {}
+    if "sta-lp" in full:
+        claims["sta_lp_beats_ta"] = {
+            "holds": full["sta-lp"]["normalised"] > full["ta"]["normalised"],
+            "sta_lp": full["sta-lp"]["normalised"],
+            "ta": full["ta"]["normalised"],
+        }
+    if "sta-random" in full and "sta-lp" in full:
+        claims["lp_beats_random_importance"] = {
+            "holds": full["sta-lp"]["normalised"] > full["sta-random"]["normalised"],
+            "sta_lp": full["sta-lp"]["normalised"],
+            "sta_random": full["sta-random"]["normalised"],
+        }
+    for paradigm, method in (("attention", "ta"), ("talos", "talos-mask")):
+        value = p[paradigm]["addition"][method]["normalised"]
+        claims[f"{paradigm}_merges_better_than_full"] = {
+            "holds": value > full["ta"]["normalised"],
+            paradigm: value,
+            "full_ta": full["ta"]["normalised"],
+        }
+    return claims
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".") if abs(value) < 1 else f"{value:.1f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+
+
+def card_markdown(card: dict) -> str:
+    """The card as markdown tables (what ``zoo info`` prints and the README quotes)."""
+    p = card["paradigms"]
+    tasks = list(p["full"]["per_task"])
+    lines = ["# Embedded zoo card (measured; test split, hyperparameters chosen on val)", ""]
+    header = ["task", "zero-shot", *(f"FT {name}" for name in p)]
+    rows = [
+        [t, p["full"]["per_task"][t]["zeroshot"], *(p[n]["per_task"][t]["finetuned"] for n in p)]
+        for t in tasks
+    ]
+    lines += _table(header, rows) + ["", "## Task addition (all tasks merged)", ""]
+    rows = [
+        [name, m, v["param"], v["value"], v["accuracy"], v["normalised"]]
+        for name in p
+        for m, v in p[name]["addition"].items()
+    ]
+    lines += _table(["paradigm", "method", "param", "chosen", "abs. acc.", "norm. acc."], rows)
+    lines += [
+        "",
+        "## Task negation (mean over target tasks; control >= 95% of zero-shot on val)",
+        "",
+    ]
+    rows = [
+        [
+            name,
+            m,
+            v["target"],
+            v["target_zeroshot"],
+            v["target_ratio"],
+            v["control"],
+            v["control_zeroshot"],
+            v["control_ratio"],
+        ]
+        for name in p
+        for m, v in p[name]["negation"].items()
+    ]
+    header = [
+        "paradigm",
+        "method",
+        "target",
+        "target ZS",
+        "ratio",
+        "control",
+        "control ZS",
+        "ratio",
+    ]
+    lines += _table(header, rows) + ["", "## Acceptance checks (issue 4)", ""]
+    for name, check in card["checks"].items():
+        detail = ", ".join(f"{k}={v}" for k, v in check.items() if k != "ok")
+        lines.append(f"- {name}: **{'pass' if check['ok'] else 'FAIL'}** ({detail})")
+    lines += ["", "## The papers' claims on this zoo", ""]
+    for name, claim in card["claims"].items():
+        detail = ", ".join(f"{k}={v}" for k, v in claim.items() if k != "holds")
+        lines.append(f"- {name}: **{'holds' if claim['holds'] else 'does not hold'}** ({detail})")
+    for note in card.get("notes", []):
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(
+    root: str | Path,
+    progress: Progress = no_progress,
+    device: Any = "cpu",
+    quick: bool = False,
+    notes: list[str] | None = None,
+    paradigms: Sequence[str] = PARADIGMS,
+) -> dict:
+    """Measure the card of the zoo at ``root``; write ``card.json`` and ``README.md`` there.
+
+    Measuring a subset of ``paradigms`` updates those entries of an existing ``card.json``."""
+    root = Path(root)
+    path = root / "card.json"
+    previous = (
+        json.loads(path.read_text())
+        if path.is_file() and set(paradigms) != set(PARADIGMS)
+        else None
+    )
+    card = measure_card(root, device, progress, quick, paradigms, previous)
+    build = root / "build_time.json"
+    if build.is_file():
+        card["build"] = json.loads(build.read_text())
+    card["notes"] = list(notes) if notes is not None else (previous or {}).get("notes", [])
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(card, indent=1, default=str))
+    if "checks" in card:
+        with atomic_path(root / "README.md") as tmp:
+            tmp.write_text(card_markdown(card))
+    return card
