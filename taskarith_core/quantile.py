@@ -1,18 +1,26 @@
-"""Exact linear-interpolation quantiles at any tensor size.
+"""Linear-interpolation quantiles at any tensor size.
 
-``torch.quantile`` refuses inputs over 16M elements, and a real model's largest tensors (or N
-of them stacked along the task axis) are bigger. :func:`linear_quantile` gives the same numbers as
-``torch.quantile(..., interpolation="linear")`` -- STA Eq. 15-16: L_p = 1 + (N-1) p,
-T = I*_floor(L_p) + (I*_(floor(L_p)+1) - I*_floor(L_p)) (L_p - floor(L_p)) -- without that limit.
+``torch.quantile`` refuses a reduction over more than 2**24 elements, and a real model's largest
+tensors can be bigger. :func:`linear_quantile` is STA Eq. 15-16 -- L_p = 1 + (N-1) p,
+T = I*_floor(L_p) + (I*_(floor(L_p)+1) - I*_floor(L_p)) (L_p - floor(L_p)) -- and calls
+``torch.quantile(..., interpolation="linear")`` itself whenever torch accepts the size (so results
+are bit-identical there). Above that it finds the two order statistics by an exact radix select
+(:mod:`taskarith_core.select`) and interpolates between them, which agrees with torch's formula to
+float rounding (about 1e-7).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .errors import InputError
+from .select import kth_smallest
 
-__all__ = ["linear_quantile"]
+__all__ = ["TORCH_QUANTILE_LIMIT", "linear_quantile"]
+
+TORCH_QUANTILE_LIMIT = 1 << 24
 
 
 def _check_q(q: float) -> float:
@@ -22,31 +30,34 @@ def _check_q(q: float) -> float:
     return q
 
 
-def _ranks(q: float, n: int, like: torch.Tensor) -> tuple[int, int, torch.Tensor]:
-    """Rank below, rank above and interpolation weight, computed as torch does (in x's dtype)."""
-    rank = torch.tensor(q, dtype=like.dtype) * (n - 1)
-    below = int(rank.floor().item())
-    above = min(below + 1, n - 1) if rank.item() > below else below
-    return below, above, rank - below
+def _select(x: torch.Tensor, q: float, dim: int) -> torch.Tensor:
+    """Order statistics without torch.quantile's size limit, interpolated as Eq. 16."""
+    n = x.shape[dim]
+    rank = q * (n - 1)
+    below = math.floor(rank)
+    above = min(math.ceil(rank), n - 1)
+    weight = torch.tensor(rank - below, dtype=x.dtype, device=x.device)
+    if dim == 0 and x.dim() == 1 and x.dtype == torch.float32:
+        low = kth_smallest(lambda: [x], below + 1)
+        high = low if above == below else kth_smallest(lambda: [x], above + 1)
+        return torch.lerp(
+            torch.tensor(low, device=x.device), torch.tensor(high, device=x.device), weight
+        )
+    ordered = torch.sort(x, dim=dim).values
+    return torch.lerp(ordered.select(dim, below), ordered.select(dim, above), weight)
 
 
-def linear_quantile(x: torch.Tensor, q: float, dim: int | None = None) -> torch.Tensor:
-    """The q-quantile of ``x`` (over all elements, or along ``dim`` which is then removed)."""
+def linear_quantile(
+    x: torch.Tensor, q: float, dim: int | None = None, *, limit: int = TORCH_QUANTILE_LIMIT
+) -> torch.Tensor:
+    """The q-quantile of ``x`` over all elements, or along ``dim`` (which is then removed)."""
     q = _check_q(q)
     if not x.is_floating_point():
         x = x.float()
     if x.numel() == 0:
         raise InputError("cannot take a quantile of an empty tensor")
     if dim is None:
-        flat = x.reshape(-1)
-        below, above, weight = _ranks(q, flat.numel(), flat)
-        low = torch.kthvalue(flat, below + 1).values
-        high = low if above == below else torch.kthvalue(flat, above + 1).values
-        return torch.lerp(low, high, weight.to(flat.device))
-    dim = dim % x.dim()
-    n = x.shape[dim]
-    below, above, weight = _ranks(q, n, x)
-    ordered = torch.sort(x, dim=dim).values
-    low = ordered.select(dim, below)
-    high = ordered.select(dim, above)
-    return torch.lerp(low, high, weight.to(x.device))
+        x, dim = x.reshape(-1), 0
+    if x.shape[dim] <= limit:
+        return torch.quantile(x, q, dim=dim, interpolation="linear")
+    return _select(x, q, dim)

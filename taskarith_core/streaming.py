@@ -32,6 +32,20 @@ from .progress import Progress, no_progress
 __all__ = ["TensorFile", "open_tensor_files", "stream_masks", "stream_merge", "stream_negate"]
 
 
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
 class TensorFile:
     """Lazy, validated access to one file's tensors (safetensors, or a trusted pickle in memory)."""
 
@@ -52,7 +66,7 @@ class TensorFile:
     def dtype(self, key: str) -> str:
         if self._handle is not None:
             return str(self._handle.get_slice(self.prefix + key).get_dtype())
-        return str(self._tensors[self.prefix + key].dtype).removeprefix("torch.").upper()
+        return _SAFETENSORS_DTYPES.get(self._tensors[self.prefix + key].dtype, "OTHER")
 
     def get(self, key: str) -> torch.Tensor:
         try:

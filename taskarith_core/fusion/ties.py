@@ -7,23 +7,28 @@ a first pass over the files), and the per-tensor rule only compares against it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
+from ..select import kth_smallest
 from ..taskvec import StateDict, is_editable
 from ._per_tensor import apply_per_tensor, work_dtype
 
 __all__ = ["ties_merge", "ties_threshold", "ties_thresholds"]
 
 
-def ties_threshold(magnitudes: Iterable[torch.Tensor], k: float) -> float:
-    """Smallest |tau| that is kept when keeping the top fraction k (ties at it are kept too)."""
-    flat = torch.cat([m.reshape(-1).float() for m in magnitudes])
-    kept = int(round(k * flat.numel()))
+def ties_threshold(magnitudes: Callable[[], Iterable[torch.Tensor]], k: float) -> float:
+    """Smallest |tau| kept when keeping the top fraction k (values equal to it are kept too).
+
+    ``magnitudes()`` yields |tau| tensor by tensor; it is called twice (exact radix select), so a
+    whole task vector is never held in memory at once.
+    """
+    total = sum(m.numel() for m in magnitudes())
+    kept = int(round(k * total))
     if kept <= 0:
         return float("inf")
-    return float(torch.kthvalue(flat, flat.numel() - kept + 1).values)
+    return kth_smallest(magnitudes, total - kept + 1)
 
 
 def ties_thresholds(
@@ -32,15 +37,15 @@ def ties_thresholds(
     k: float,
 ) -> list[float]:
     """One trim threshold per task over all its editable tensors."""
-    out = []
-    for ft in finetuned:
-        mags = (
+
+    def magnitudes(ft: Mapping[str, torch.Tensor]) -> Callable[[], Iterable[torch.Tensor]]:
+        return lambda: (
             (ft[key].to(work_dtype(pre)) - pre.to(work_dtype(pre))).abs()
             for key, pre in pretrained.items()
             if is_editable(pre)
         )
-        out.append(ties_threshold(mags, k))
-    return out
+
+    return [ties_threshold(magnitudes(ft), k) for ft in finetuned]
 
 
 def ties_merge(
