@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call
 
 from ..keys import VISUAL_PREFIX
+from ..models.importance import per_sample_grads
 from ..progress import Progress, no_progress
 from .arch import to_float
 
@@ -54,32 +55,31 @@ def fisher_scores(
     """Sum over ``images`` (uint8) of per-example squared grads of log p(y_hat|x) (Eq. 7).
 
     ``scale`` multiplies the weights elementwise (the soft mask c of Algorithm 1: p_{c*theta}).
-    Keys are ``visual.*`` names of the parameters.
+    Labels are drawn from the model's own softmax, batch by batch. Keys are ``visual.*`` names.
     """
     device = head.device
-    base = {n: p.detach() for n, p in visual.named_parameters()}
+    params = {n: p.detach() for n, p in visual.named_parameters()}
     if scale is not None:
-        base = {n: p * scale[VISUAL_PREFIX + n].to(device) for n, p in base.items()}
-    buffers = dict(visual.named_buffers())
-
-    def log_prob(params, x, onehot):
-        feats = functional_call(visual, (params, buffers), (x[None],))
-        logits = F.normalize(feats, dim=-1) @ head.T
-        return (F.log_softmax(logits, dim=-1)[0] * onehot).sum()
-
-    per_example = vmap(grad(log_prob), in_dims=(None, 0, 0))
-    scores = {n: torch.zeros_like(p) for n, p in base.items()}
+        params = {n: p * scale[VISUAL_PREFIX + n].to(device) for n, p in params.items()}
+    scores = {n: torch.zeros_like(p) for n, p in params.items()}
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size]).to(device)
         with torch.no_grad():
-            probs = F.softmax(
-                F.normalize(functional_call(visual, (base, buffers), (x,)), dim=-1) @ head.T, dim=-1
-            )
+            feats = functional_call(visual, params, (x,))
+            probs = F.softmax(F.normalize(feats, dim=-1) @ head.T, dim=-1)
         y = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        grads = per_example(base, x, F.one_hot(y, head.shape[0]).to(x.dtype))
-        for n, g in grads.items():
-            scores[n] += g.pow(2).sum(0)
+        batch = per_sample_grads(visual, params, head, x, y, _log_prob, _squared)
+        for n, value in batch.items():
+            scores[n] += value
     return {VISUAL_PREFIX + n: s for n, s in scores.items()}
+
+
+def _log_prob(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.log_softmax(logits, dim=-1).gather(0, y[None])[0]
+
+
+def _squared(_name: str, grads: torch.Tensor) -> torch.Tensor:
+    return grads.pow(2).sum(dim=0)
 
 
 def _threshold_round(
