@@ -71,7 +71,8 @@ def _open(args):
     from taskarith_core.zoo import load_zoo
 
     try:
-        return load_zoo(args.paradigm, root=args.zoo_root), f"zoo/{args.paradigm}"
+        source = load_zoo(args.paradigm, root=args.zoo_root)
+        return source, source.name
     except InputError as exc:
         print(f"zoo not available ({exc}); timing a synthetic stand-in", file=sys.stderr)
         return _synthetic_source(Path(tempfile.mkdtemp(prefix="eval_speed_")))
@@ -97,6 +98,12 @@ def main() -> int:
     from taskarith_core.models.importance import fisher_importance, lp_importance
 
     device = pick_device(args.device)
+    start = time.perf_counter()
+    import open_clip  # noqa: F401  (seconds on its own: timed apart from opening the source)
+
+    import taskarith_core.zoo  # noqa: F401
+
+    t_import = time.perf_counter() - start
     start = time.perf_counter()
     source, what = _open(args)
     pre = source.load_pretrained()
@@ -124,6 +131,7 @@ def main() -> int:
 
     print(f"source: {what}; device {device}; torch threads {args.threads}")
     print(f"tasks: {len(source.tasks)}, test images: {images}")
+    print(f"import open_clip + taskarith_core.zoo: {t_import:.3f} s")
     print(f"open source + load {1 + len(finetuned)} checkpoints: {t_open:.3f} s")
     print(f"first evaluation (loads data, heads, tower): {t_first:.3f} s")
     print(f"edited model on every task, median of {args.repeats}: {statistics.median(warm):.3f} s")

@@ -1,0 +1,80 @@
+"""open_clip glue: architecture registration, the zero-shot head formula, state copying."""
+
+from __future__ import annotations
+
+import json
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from taskarith_core.errors import InputError
+from taskarith_core.models.clip import (
+    build_visual_tower,
+    check_compatible,
+    create_clip,
+    load_visual_state,
+    register_arch,
+    visual_state,
+    zero_shot_head,
+)
+from tests.tiny_source import TINY_ARCH, TINY_CONFIG
+
+
+def test_register_from_dict_and_file(tmp_path):
+    assert register_arch(TINY_CONFIG, TINY_ARCH) == TINY_ARCH
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["vision_cfg"]["layers"] = 1
+    path = tmp_path / "whatever.json"
+    path.write_text(json.dumps(cfg))
+    register_arch(path, "taskarith-test-one-layer")
+    assert "taskarith-test-one-layer" in open_clip.list_models()
+    tower = build_visual_tower("taskarith-test-one-layer")
+    assert len(tower.transformer.resblocks) == 1
+    with pytest.raises(InputError, match="lacks"):
+        register_arch({"embed_dim": 4}, "broken")
+    with pytest.raises(InputError, match="unknown open_clip architecture"):
+        create_clip("no-such-arch")
+
+
+def test_zero_shot_head_is_scaled_mean_of_normalised_templates():
+    register_arch(TINY_CONFIG, TINY_ARCH)
+    torch.manual_seed(0)
+    model = create_clip(TINY_ARCH)
+    tokenizer = open_clip.get_tokenizer(TINY_ARCH)
+    templates = ["a photo of a {}.", "{} in the wild", lambda c: f"art of {c}"]
+    head = zero_shot_head(model, tokenizer, ["cat", "dog"], templates)
+    scale = model.logit_scale.exp()
+    with torch.no_grad():
+        for row, name in zip(head, ["cat", "dog"]):
+            texts = [f"a photo of a {name}.", f"{name} in the wild", f"art of {name}"]
+            emb = F.normalize(model.encode_text(tokenizer(texts)), dim=-1).mean(0)
+            torch.testing.assert_close(row, F.normalize(emb, dim=0) * scale)
+    torch.testing.assert_close(head.norm(dim=1), scale.expand(2))
+    assert not head.is_inference()
+
+
+def test_visual_state_round_trip_and_independence():
+    register_arch(TINY_CONFIG, TINY_ARCH)
+    model = create_clip(TINY_ARCH)
+    state = visual_state(model)
+    assert all(k.startswith("visual.") for k in state)
+    state["visual.proj"].add_(1.0)  # a copy: the model is untouched
+    assert not torch.equal(state["visual.proj"], model.visual.proj)
+    tower = build_visual_tower(TINY_ARCH)
+    load_visual_state(tower, state)
+    torch.testing.assert_close(tower.proj.detach(), state["visual.proj"])
+    bare = {k.removeprefix("visual."): v for k, v in state.items()}
+    load_visual_state(tower, bare)  # the prefix is optional
+
+
+def test_check_compatible_names_first_problem():
+    ref = {"a": torch.zeros(2, 3), "b": torch.Size([4])}
+    check_compatible(ref, {"a": torch.ones(2, 3), "b": torch.ones(4)}, "f")
+    with pytest.raises(InputError, match=r"f: key 'b' \(shape \(4,\)\) is missing"):
+        check_compatible(ref, {"a": torch.ones(2, 3)}, "f")
+    with pytest.raises(InputError, match=r"key 'a' has shape \(3, 2\) but .* expects \(2, 3\)"):
+        check_compatible(ref, {"a": torch.ones(3, 2), "b": torch.ones(4)}, "f")
+    with pytest.raises(InputError, match="unexpected key 'c'"):
+        check_compatible(ref, {"a": torch.ones(2, 3), "b": torch.ones(4), "c": torch.ones(1)}, "f")
