@@ -167,3 +167,14 @@ def test_reference_accuracies_reuse_the_disk_cache(tmp_path, monkeypatch):
     other = make_tiny_source(tmp_path / "c", n_tasks=2, seed=4)  # other weights: other key
     with pytest.raises(AssertionError, match="evaluated"):
         reference_accuracies(other, max_samples=20)
+
+
+def test_concurrent_evaluations_do_not_mix_weights(tiny):
+    from concurrent.futures import ThreadPoolExecutor
+
+    states = {t: tiny.load_finetuned(t) for t in tiny.tasks}
+    expected = {t: evaluate_states(tiny, {t: s})["accuracy"].tolist() for t, s in states.items()}
+    with ThreadPoolExecutor(4) as pool:
+        jobs = [(t, pool.submit(evaluate_states, tiny, {t: states[t]})) for t in tiny.tasks * 4]
+        for task, job in jobs:
+            assert job.result()["accuracy"].tolist() == expected[task]

@@ -41,6 +41,7 @@ __all__ = [
     "shared_visual",
     "split_tensors",
     "task_batches",
+    "tower_lock",
 ]
 
 
@@ -164,12 +165,19 @@ def task_batches(
 
 
 def shared_visual(source: Any, device: torch.device | str = "cpu") -> nn.Module:
-    """The one image tower per (source, device) that evaluations load states into."""
+    """The one image tower per (source, device) that evaluations load states into (under
+    :func:`tower_lock`)."""
     cache = _cache(source)
     key = str(torch.device(device))
     if key not in cache.visuals:
         cache.visuals[key] = source.build_visual(device).eval()
     return cache.visuals[key]
+
+
+def tower_lock(source: Any) -> threading.RLock:
+    """Hold this while loading states into :func:`shared_visual` and running it: page callbacks
+    run in threads, and two of them editing the one tower at once would mix their weights."""
+    return _cache(source).lock
 
 
 def head_for(source: Any, task: str, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -239,7 +247,7 @@ def evaluate_states(
     heads = {t: head_for(source, t, device) for t in tasks}
     visual = shared_visual(source, device)
     rows, total = [], len(states) * len(tasks)
-    with _cache(source).lock:  # one tower per source: concurrent page callbacks take turns
+    with tower_lock(source):  # one tower per source: concurrent page callbacks take turns
         for i, (name, state) in enumerate(states.items()):
             load_visual_state(visual, state)
             for j, task in enumerate(tasks):
