@@ -30,6 +30,12 @@ __all__ = [
 
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
+_PARAM_NAMES = {"lam": "lambda", "p": "p (STA quantile)", "k": "k", "rate": "drop rate"}
+
+
+def _param_label(frame: pd.DataFrame) -> str:
+    param = str(frame["param"].iloc[0]) if "param" in frame.columns else "value"
+    return _PARAM_NAMES.get(param, param)
 
 
 def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
@@ -210,6 +216,10 @@ def rates_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
     """Selection (remaining) rate per task x layer, one panel per tensor kind."""
     _require(frame, ["task", "kind", "rate"], "selection-rate")
     layer = "tensor" if "tensor" in frame.columns else "block"
+    if layer == "block":
+        frame = frame.sort_values("block", kind="stable").assign(
+            block=lambda f: f["block"].map(lambda b: "outside" if b < 0 else f"block {b}")
+        )
     kinds = _order(frame["kind"])
     fig = make_subplots(rows=len(kinds), cols=1, subplot_titles=[str(k) for k in kinds])
     for index, kind in enumerate(kinds):
@@ -221,7 +231,7 @@ def rates_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
     fig.update_layout(
         title=title or "Fraction of entries selected per layer", height=260 * len(kinds) + 120
     )
-    fig.update_xaxes(title_text=f"layer ({layer}; -1 = outside the transformer blocks)")
+    fig.update_xaxes(title_text=f"layer ({layer}; outside = embeddings, ln_post, proj)")
     fig.update_yaxes(title_text="task")
     return fig
 
@@ -245,7 +255,7 @@ def sweep_figure(
             )
         )
     method = frame["method"].iloc[0] if "method" in frame.columns else "merge"
-    param = frame["param"].iloc[0] if "param" in frame.columns else "value"
+    param = _param_label(frame)
     kind = "normalised accuracy (% of fine-tuned)" if metric == "normalised" else "accuracy (%)"
     fig.update_layout(
         title=title or f"{method}: {kind} against {param}", xaxis_title=param, yaxis_title=kind
@@ -261,7 +271,10 @@ def negation_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
     )
     means = frame.groupby("value", as_index=False)[["target_accuracy", "control_accuracy"]].mean()
     fig = go.Figure()
-    for column, name in (("target_accuracy", "target (mean)"), ("control_accuracy", "control")):
+    for column, name in (
+        ("target_accuracy", "target (mean)"),
+        ("control_accuracy", "control (mean)"),
+    ):
         fig.add_trace(
             go.Scatter(
                 x=means["value"],
@@ -287,7 +300,7 @@ def negation_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
             )
         )
     method = frame["method"].iloc[0] if "method" in frame.columns else "negation"
-    param = frame["param"].iloc[0] if "param" in frame.columns else "value"
+    param = _param_label(frame)
     fig.update_layout(
         title=title or f"Task negation with {method}: accuracy against {param}",
         xaxis_title=param,

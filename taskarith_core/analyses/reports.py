@@ -163,7 +163,8 @@ def _cosine(opts, source, device, progress) -> Result:
     frame = task_vector_cosine(vectors, by=opts.by)
     title = f"Cosine similarity between task vectors ({opts.by}), {source.name}{_mask_label(opts)}"
     whole = task_vector_cosine(vectors, by="whole")
-    text = f"{title}\n" + _matrix(whole, "task_a", "task_b", "cosine")
+    text = f"{title}\nwhole-vector cosine (per {opts.by} in the CSV / HTML):\n"
+    text += _matrix(whole, "task_a", "task_b", "cosine")
     return Result({"cosine": frame}, figures.cosine_figure(frame, title), text)
 
 
