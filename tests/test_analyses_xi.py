@@ -77,6 +77,28 @@ def test_entangled_grid_matches_definition(distance):
     assert frame.loc[frame["alpha1"] == 0.0, "xi_task2"].abs().max() < 1e-6
 
 
+@pytest.mark.parametrize("alphas", [[-1.0, 0.0, 1.0], [-1.0, 0.5, 1.0]])
+def test_each_model_is_evaluated_once_per_dataset(alphas):
+    gen = torch.Generator().manual_seed(3)
+    w0, t1, t2 = (torch.randn(DIM, DIM, generator=gen) for _ in range(3))
+    data = [_data(gen, slice(0, 6)), _data(gen, slice(0, 6))]
+    seen = []
+    linear = _linear_runner(w0, t1, t2)
+
+    def run(a1, a2, images, head):
+        seen.append((a1, a2, len(images)))
+        return linear(a1, a2, images, head)
+
+    frame = xi_from_runner(run, data, alphas)
+    assert len({(a1, a2) for a1, a2, _ in seen}) == len(seen) or 0.0 not in alphas
+    images = sum(n for *_, n in seen)
+    grid = len(alphas) ** 2 * 80  # every grid model on D_1 and D_2 (40 images each)
+    extra = 0 if 0.0 in alphas else 2 * len(alphas) * 40  # singles off the grid: one half each
+    assert images == grid + extra
+    expected = _brute_force(linear, data, alphas, DISTANCES["prediction"])
+    assert {(r.alpha1, r.alpha2): r.xi for r in frame.itertuples()} == pytest.approx(expected)
+
+
 def test_progress_reports_each_row():
     gen = torch.Generator().manual_seed(2)
     w0, t1, t2 = (torch.randn(DIM, DIM, generator=gen) for _ in range(3))

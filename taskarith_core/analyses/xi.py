@@ -3,7 +3,8 @@
 xi = sum over t in {1, 2} of mean_{x in D_t} dist(f(x; theta_pre + alpha_t tau_t),
 f(x; theta_pre + alpha1 tau1 + alpha2 tau2)). The single-task outputs depend on one coefficient
 only, so they are computed once per grid value (2 x points models), and each of the points^2
-combined models is evaluated once on D_1 and D_2 together with both heads stacked.
+combined models is evaluated once on D_1 and D_2 together with both heads stacked. When 0 is on
+the grid, the single-task models are grid points themselves and cost nothing extra.
 """
 
 from __future__ import annotations
@@ -102,6 +103,33 @@ def _distance(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     return DISTANCES[name]
 
 
+class _Outputs:
+    """Logits of theta_pre + a1 tau1 + a2 tau2 on D_1 / D_2, one runner call per model for the
+    datasets still missing. Models with a zero coefficient are the single-task models, so they
+    are kept (2 x points of them) and never evaluated twice; every other model is transient."""
+
+    def __init__(self, run: Runner, task_data: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+        self.run = run
+        self.data = list(task_data)
+        self.kept: dict[tuple[float, float, int], torch.Tensor] = {}
+
+    def get(self, a1: float, a2: float, need: tuple[int, ...] = (0, 1)) -> list:
+        found = {t: self.kept.get((a1, a2, t)) for t in need}
+        missing = [t for t, v in found.items() if v is None]
+        if missing:
+            images = torch.cat([self.data[t][0] for t in missing])
+            head = torch.cat([self.data[t][1] for t in missing])
+            out = self.run(a1, a2, images, head)
+            row = col = 0
+            for t in missing:
+                n, c = len(self.data[t][0]), self.data[t][1].shape[0]
+                found[t] = out[row : row + n, col : col + c]
+                row, col = row + n, col + c
+        if a1 == 0.0 or a2 == 0.0:
+            self.kept.update({(a1, a2, t): v for t, v in found.items()})
+        return [found.get(0), found.get(1)]
+
+
 def xi_from_runner(
     run: Runner,
     task_data: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -112,19 +140,18 @@ def xi_from_runner(
     """The grid for any model given as a runner; ``task_data`` is ``[(images1, head1), (images2,
     head2)]``. Returns one row per (alpha1, alpha2) with xi and its two per-task terms."""
     dist = _distance(distance)
-    (x1, h1), (x2, h2) = task_data
-    n1, c1 = len(x1), h1.shape[0]
+    outputs = _Outputs(run, task_data)
     total = len(alphas) + 1
-    single1 = [run(a, 0.0, x1, h1) for a in alphas]
-    single2 = [run(0.0, a, x2, h2) for a in alphas]
+    on_grid = 0.0 in alphas  # then (a, 0) and (0, a) are grid points: evaluate both halves now
+    single1 = [outputs.get(a, 0.0, (0, 1) if on_grid else (0,))[0] for a in alphas]
+    single2 = [outputs.get(0.0, a, (0, 1) if on_grid else (1,))[1] for a in alphas]
     progress(1, total, "single-task models")
-    both_x, both_h = torch.cat([x1, x2]), torch.cat([h1, h2])
     rows = []
     for i, a1 in enumerate(alphas):
         for j, a2 in enumerate(alphas):
-            logits = run(a1, a2, both_x, both_h)
-            e1 = float(dist(single1[i], logits[:n1, :c1]).mean())
-            e2 = float(dist(single2[j], logits[n1:, c1:]).mean())
+            on1, on2 = outputs.get(a1, a2)
+            e1 = float(dist(single1[i], on1).mean())
+            e2 = float(dist(single2[j], on2).mean())
             rows.append((a1, a2, e1 + e2, e1, e2))
         progress(i + 2, total, f"alpha1={a1:+.2f}")
     return pd.DataFrame(rows, columns=["alpha1", "alpha2", "xi", "xi_task1", "xi_task2"])
