@@ -254,13 +254,14 @@ def _eval_grid(mixer: TowerMixer, data, alphas, distance, progress, batch_size, 
 def _compute_grid(
     source, tasks, pre, vectors, grid, distance, samples, seed, split, device, progress, batch_size
 ) -> pd.DataFrame:
-    from ..models.evaluation import head_for, shared_visual, split_tensors
+    from ..models.evaluation import head_for, split_tensors
 
     data = []
     for task in tasks:
         images, _labels = split_tensors(source, task, split, max_samples=samples, seed=seed)
         data.append((images.to(device), head_for(source, task, device)))
-    mixer = TowerMixer(shared_visual(source, device), pre, vectors)
+    # A tower of its own: the evaluation module's shared tower may serve another request meanwhile.
+    mixer = TowerMixer(source.build_visual(device), pre, vectors)
     return _eval_grid(mixer, data, grid.alphas(), distance, progress, batch_size, device)
 
 
