@@ -111,3 +111,10 @@ def test_xi_with_checkpoints_of_another_pretrained_model_is_refused(
     assert cli("xi", "--finetuned", own, *argv) == 0
     assert cli("xi", "--finetuned", own.split(",")[0], *argv) == 2
     assert "two checkpoints" in capsys.readouterr().err
+
+
+def test_kernel_overlays_paradigms(cli, tmp_path):
+    out = tmp_path / "kernel"
+    assert cli("kernel", "--paradigms", "full,talos", "--max-samples", "8", "--out", str(out)) == 0
+    frame = pd.read_csv(out / "kernel.csv")
+    assert list(dict.fromkeys(frame["label"])) == ["tiny/full", "tiny/talos"]

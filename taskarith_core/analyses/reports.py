@@ -137,20 +137,31 @@ def _xi(opts, source, device, progress) -> Result:
 
 
 def _kernel(opts, source, device, progress) -> Result:
+    """``source`` may be a list (e.g. the zoo's paradigms) to overlay them as in seed 002 Fig. 3."""
     from . import figures
     from .kernel import kernel_test
 
-    frame = kernel_test(
-        source,
-        _tasks(opts.tasks),
-        split=opts.split,
-        samples=opts.max_samples or 512,
-        seed=opts.seed,
-        device=device,
-        progress=progress,
+    sources = source if isinstance(source, list) else [source]
+    frame = pd.concat(
+        [
+            kernel_test(
+                src,
+                _tasks(opts.tasks),
+                split=opts.split,
+                samples=opts.max_samples or 512,
+                seed=opts.seed,
+                device=device,
+                progress=progress,
+            )
+            for src in sources
+        ],
+        ignore_index=True,
     )
-    text = f"kernel-behaviour test on {source.name} (accuracy; gap = non-linear - linearised)\n"
-    return Result({"kernel": frame}, figures.kernel_figure(frame), text + _table(frame))
+    names = ", ".join(src.name for src in sources)
+    text = f"kernel-behaviour test on {names} (accuracy; gap = non-linear - linearised)\n"
+    means = frame.groupby("label", as_index=False, sort=False)[["nonlinear", "linearised", "gap"]]
+    summary = _table(frame) + "\nmean per source:\n" + _table(means.mean())
+    return Result({"kernel": frame}, figures.kernel_figure(frame), text + summary)
 
 
 def _cosine(opts, source, device, progress) -> Result:

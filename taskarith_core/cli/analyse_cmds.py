@@ -105,7 +105,13 @@ def _run(args: argparse.Namespace) -> int:
 
     out = _check_out(args.out)
     torch.set_num_threads(max(1, args.threads))
-    source = open_source(args)
+    if getattr(args, "paradigms", None):
+        source = [
+            open_source(argparse.Namespace(**{**vars(args), "paradigm": p}))
+            for p in args.paradigms.split(",")
+        ]
+    else:
+        source = open_source(args)
     device = pick_device(args.device)
     result = REPORTS[args.analysis](args, source, device, tqdm_progress(args.analysis))
     written = _write(out, args.analysis.replace("-", "_"), result)
@@ -166,6 +172,12 @@ def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
         )
         parser.add_argument("--trust-pickle", action="store_true", help="allow .pt/.bin files")
         _mask_flags(parser, "none")
+    elif name == "kernel":
+        parser.add_argument(
+            "--paradigms",
+            metavar="full,attention,talos",
+            help="zoo paradigms to overlay (default: --paradigm only)",
+        )
     elif name in ("cosine", "localisation"):
         _mask_flags(parser, "none")
         if name == "cosine":
