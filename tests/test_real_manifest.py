@@ -117,3 +117,16 @@ def test_invalid_yaml_and_missing_manifest(tmp_path):
         load_manifest(bad)
     with pytest.raises(InputError, match="manifest not found"):
         load_manifest(tmp_path / "absent.yaml")
+
+
+def test_example_manifest_parses():
+    from pathlib import Path
+
+    from taskarith_core.real.manifest import manifest_from_dict
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "manifest.example.yaml"
+    manifest = manifest_from_dict(yaml.safe_load(path.read_text()), path.parent, str(path))
+    assert [t.name for t in manifest.tasks] == [
+        "SUN397", "Cars", "RESISC45", "EuroSAT", "SVHN", "GTSRB", "MNIST", "DTD"
+    ]  # fmt: skip
+    assert manifest.control.name == "ImageNet" and manifest.trust_pickle
