@@ -1,9 +1,10 @@
 """Merge, negate and build masks straight from files, one tensor name at a time.
 
-Every input is opened lazily (safetensors ``safe_open``); for each tensor name the driver reads that
-tensor from every file, applies the registered per-tensor rule and keeps only the result, so peak
-memory is about N times the largest tensor plus the output -- not N models. Layouts are checked from
-the headers before any arithmetic, and the output is written to a temp file and renamed.
+Every input is opened lazily (:class:`SafetensorsFile`: plain reads, no mmap); for each tensor name
+the driver reads that tensor from every file, applies the registered per-tensor rule and keeps only
+the result, so peak memory is about N times the largest tensor plus the output -- not N models.
+Layouts are checked from the headers before any arithmetic, and the output is written to a temp
+file and renamed.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from .io import (
     check_finite,
     check_writable,
     load_state_dict,
-    open_safetensors,
     save_state_dict,
 )
 from .masks import flatten_masks, selection_rates, sta_fusion_masks_for_tensor
 from .progress import Progress, no_progress
+from .safetensors_reader import SafetensorsFile
 
 __all__ = ["TensorFile", "open_tensor_files", "stream_masks", "stream_merge", "stream_negate"]
 
@@ -60,12 +61,12 @@ class TensorFile:
 
     def shape(self, key: str) -> tuple[int, ...]:
         if self._handle is not None:
-            return tuple(self._handle.get_slice(self.prefix + key).get_shape())
+            return self._handle.shape(self.prefix + key)
         return tuple(self._tensors[self.prefix + key].shape)
 
     def dtype(self, key: str) -> str:
         if self._handle is not None:
-            return str(self._handle.get_slice(self.prefix + key).get_dtype())
+            return self._handle.dtype(self.prefix + key)
         return _SAFETENSORS_DTYPES.get(self._tensors[self.prefix + key].dtype, "OTHER")
 
     def get(self, key: str) -> torch.Tensor:
@@ -95,7 +96,7 @@ def open_tensor_files(
                     TensorFile(path, tensors=load_state_dict(path, trust_pickle=trust_pickle))
                 )
             else:
-                files.append(TensorFile(path, handle=stack.enter_context(open_safetensors(path))))
+                files.append(TensorFile(path, handle=stack.enter_context(SafetensorsFile(path))))
         yield files
 
 
@@ -134,8 +135,8 @@ def _side_files(files: list[TensorFile], n: int, role: str) -> list[TensorFile]:
     if len(files) == n:
         return files
     if len(files) == 1 and n > 1:
-        with open_safetensors(files[0].path) as handle:
-            meta = handle.metadata() or {}
+        with SafetensorsFile(files[0].path) as handle:
+            meta = handle.metadata()
         tasks = json.loads(meta.get("tasks", "[]"))
         if len(tasks) == n:
             return [
