@@ -1,7 +1,7 @@
 """Time loading the zoo and evaluating one edited model on every task (target: < 1 s on CPU).
 
     python benchmarks/eval_speed.py [--paradigm full] [--zoo-root DIR] [--threads 1]
-                                    [--device cpu] [--repeats 3] [--samples 32]
+                                    [--device cpu] [--repeats 3] [--samples 32] [--max-samples N]
 
 Reports, on the embedded zoo: opening the source, the first evaluation (data, heads and the one
 reused tower are loaded then), the median of ``--repeats`` further evaluations of freshly edited
@@ -90,6 +90,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--max-samples", type=int, default=None, help="test images per task")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -111,15 +112,18 @@ def main() -> int:
     t_open = time.perf_counter() - start
 
     start = time.perf_counter()
-    first = evaluate_states(source, {"ta": _edited(pre, finetuned, 0.3)}, device=device)
+    edited = {"ta": _edited(pre, finetuned, 0.3)}
+    first = evaluate_states(source, edited, device=device, max_samples=args.max_samples)
     t_first = time.perf_counter() - start
     warm = []
     for i in range(args.repeats):
         state = _edited(pre, finetuned, 0.2 + 0.05 * i)
         start = time.perf_counter()
-        evaluate_states(source, {"ta": state}, device=device)
+        evaluate_states(source, {"ta": state}, device=device, max_samples=args.max_samples)
         warm.append(time.perf_counter() - start)
-    images = sum(len(source.dataset(t, "test")) for t in source.tasks)
+    images = sum(
+        min(len(source.dataset(t, "test")), args.max_samples or 10**9) for t in source.tasks
+    )
 
     task = source.tasks[0]
     start = time.perf_counter()
