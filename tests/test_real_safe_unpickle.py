@@ -115,3 +115,10 @@ def test_legacy_pickles_load_plain_tensors_but_refuse_modules(tmp_path):
     torch.save(torch.nn.Linear(2, 2), module, _use_new_zipfile_serialization=False)
     with pytest.raises(InputError, match="legacy"):
         read_checkpoint(module, trust_pickle=True)
+
+
+def test_torchscript_archive_is_refused(tmp_path):
+    path = tmp_path / "jit.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with pytest.raises(InputError, match="TorchScript"):
+        read_checkpoint(path, trust_pickle=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import types
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,12 @@ def _tensors_of(root: Any, path: Path) -> dict[str, torch.Tensor]:
 def load_pickled_module_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a pickled module (``torch.save(module)``), keyed like ``module.state_dict()``."""
     path = Path(path)
+    with zipfile.ZipFile(path) as archive:
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist()):
+            raise InputError(
+                f"{path}: is a TorchScript archive (e.g. OpenAI's original release), which is not "
+                "unpickled here; load it with open_clip and save its state_dict() to safetensors"
+            )
     try:
         root = torch.load(
             path, map_location="cpu", pickle_module=_PICKLE_MODULE, weights_only=False
