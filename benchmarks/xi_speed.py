@@ -12,6 +12,7 @@ cost of the grid.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,23 +22,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _zoo_run(args) -> tuple[float, str]:
+def _zoo_run(args) -> tuple[tuple[float, float], str]:
     from taskarith_core.analyses.xi import XiGrid, disentanglement_grid
     from taskarith_core.zoo import load_zoo
 
     source = load_zoo(args.paradigm)
     tasks = source.tasks[:2]
     grid = XiGrid(args.points, -2.0, 2.0)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     frame = disentanglement_grid(
         source, tasks[0], tasks[1], grid=grid, samples=args.samples, use_cache=False
     )
-    elapsed = time.perf_counter() - start
+    elapsed = (time.perf_counter() - start, time.process_time() - cpu)
     what = f"zoo/{args.paradigm} {tasks[0]} + {tasks[1]}, mean xi {frame['xi'].mean():.3f}"
     return elapsed, what
 
 
-def _synthetic_run(args) -> tuple[float, str]:
+def _synthetic_run(args) -> tuple[tuple[float, float], str]:
     from taskarith_core.analyses._common import TowerMixer
     from taskarith_core.analyses.xi import XiGrid, xi_from_runner
     from taskarith_core.models.clip import build_visual_tower, register_arch
@@ -65,10 +66,10 @@ def _synthetic_run(args) -> tuple[float, str]:
     def run(a1, a2, images, head):
         return batched_logits(mixer.set((a1, a2)), images, head, batch_size=1024, device="cpu")
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         frame = xi_from_runner(run, data, XiGrid(args.points, -2.0, 2.0).alphas())
-    elapsed = time.perf_counter() - start
+    elapsed = (time.perf_counter() - start, time.process_time() - cpu)
     return elapsed, f"synthetic zoo-shaped tower (zoo not built), mean xi {frame['xi'].mean():.3f}"
 
 
@@ -91,10 +92,12 @@ def main() -> None:
                 f"zoo unavailable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
             )
         elapsed, what = _synthetic_run(args)
-    models = args.points**2 + 2 * args.points
+    wall, cpu = elapsed
+    load = os.getloadavg()[0]
     print(
         f"xi {args.points}x{args.points}, {args.samples} samples/task, {args.threads} thread(s): "
-        f"{elapsed:.2f} s ({models} edited models) -- {what}"
+        f"{wall:.2f} s wall, {cpu:.2f} s CPU (load average {load:.1f} on {os.cpu_count()} cores; "
+        f"{args.points**2} edited models) -- {what}"
     )
 
 
