@@ -53,8 +53,16 @@ def main(argv: list[str] | None = None) -> None:
     }
     demo = build_page(source)
     demo.queue(default_concurrency_limit=4)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=False,
+        show_error=False,
+        prevent_thread_lock=True,
+    )
+    # only now: importing torch and open_clip in parallel would slow the server's start-up
     threading.Thread(target=warm_up, args=(source,), daemon=True).start()
-    demo.launch(server_name=args.host, server_port=args.port, share=False, show_error=False)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

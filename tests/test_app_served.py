@@ -117,7 +117,7 @@ def test_eight_concurrent_users_each_get_their_own_answer(served):
 def test_masks_and_forget_endpoints(served):
     url, _ = served
     client = Client(url, verbose=False)
-    heatmap, iou, summary, tensor, files = client.predict(
+    heatmap, iou, summary, tensor = client.predict(
         "all", TASKS, "sta", "lp", 0.6, 0.9, 8, 0, api_name="/masks"
     )
     assert summary.startswith("Kept per task") and heatmap is not None

@@ -204,3 +204,39 @@ def test_page_builds_with_the_source_tasks(base):
     demo = build_page(base)
     names = [block.choices for block in demo.blocks.values() if isinstance(block, gr.CheckboxGroup)]
     assert names and all([c[0] for c in choices] == TASKS for choices in names)
+
+
+def test_masks_figures_as_html_on_demand(base):
+    files = masks_tab.masks_html(base, "all", TASKS, "sta", "lp", 0.5, 0.9, 8, 0)
+    assert [f.rsplit("/", 1)[-1] for f in files] == ["mask_rates.html", "mask_iou.html"]
+    assert "plotly" in open(files[0]).read(5000).lower()
+
+
+def test_xi_tab_grid_and_summary(base, tmp_path, monkeypatch):
+    from taskarith_core.ui.xi_tab import xi_views
+
+    monkeypatch.setenv("TASKARITH_CACHE", str(tmp_path))
+    fig_a, fig_b, summary = xi_views(
+        base, "task0", "task1", "full", "none", "plain", "ortiz", "prediction", 32, "lp", 0.8
+    )
+    assert fig_b is None and fig_a.data[0].type == "heatmap"
+    assert len(fig_a.data[0].x) == 15 and len(fig_a.data[0].y) == 15
+    assert summary.loc[0, "mean_xi"] >= 0
+    _, _, masked = xi_views(
+        base, "task0", "task1", "full", "none", "sta", "ortiz", "kl", 32, "lp", 0.5
+    )
+    assert "STA p=0.50" in masked.loc[0, "label"]
+    with pytest.raises(InputError, match="two different tasks"):
+        xi_views(base, "task0", "task0", "full", "none", "plain", "ortiz", "kl", 32, "lp", 0.5)
+
+
+def test_analyses_tab_cosine_and_sweep(base):
+    from taskarith_core.ui.analyses_tab import run_analysis
+
+    figure, frame = run_analysis(base, "cosine", TASKS, "kind", "ta", 0, 8)
+    assert set(frame["group"]) >= {"attention", "mlp"}
+    assert figure.data[0].type == "heatmap"
+    figure, frame = run_analysis(base, "sweep", TASKS[:2], "whole", "ta", 32, 8)
+    assert "mean" in set(frame["task"]) and figure.data
+    with pytest.raises(InputError, match="at least two tasks"):
+        run_analysis(base, "cosine", ["task0"], "whole", "ta", 0, 8)

@@ -132,14 +132,20 @@ def _to_image(values: Any) -> np.ndarray:
 
 @user_errors
 def update_masks(source: dict | None, kind: str, *values: Any) -> tuple:
-    """Callback of every Masks control: heatmap, IoU, summary, tensor list, HTML downloads."""
+    """Callback of every Masks control: heatmap, IoU, summary line, tensor list."""
     cfg = mask_config(source, *values)
     rates_fig, iou_fig, text, names = mask_views(cfg, kind)
-    downloads = [
+    return rates_fig, iou_fig, text, gr.update(choices=names)
+
+
+@user_errors
+def masks_html(source: dict | None, kind: str, *values: Any) -> list[str]:
+    """Both figures as self-contained HTML, written only when asked (each is ~4 MB of plotly)."""
+    rates_fig, iou_fig, _, _ = mask_views(mask_config(source, *values), kind)
+    return [
         write_figure_html("mask_rates.html", rates_fig),
         write_figure_html("mask_iou.html", iou_fig),
     ]
-    return rates_fig, iou_fig, text, gr.update(choices=names), downloads
 
 
 def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
@@ -160,12 +166,15 @@ def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
         with gr.Column(scale=2):
             heatmap = gr.Plot(label="Selection rate per layer", elem_id="masks-heatmap")
             iou = gr.Plot(label="Mask IoU across tasks")
+            with gr.Row():
+                refresh = gr.Button("Redraw", size="sm")
+                html = gr.Button("Figures as HTML", size="sm")
             files = gr.File(label="Figures (HTML)", file_count="multiple")
             tensor = gr.Dropdown([], label="Drill down: tensor", allow_custom_value=True)
             gallery = gr.Gallery(label="Mask of each task (white = kept)", columns=3, height="auto")
     controls = [tasks, mask_kind, importance, p, k, samples, seed]
 
-    outputs = [heatmap, iou, summary, tensor, files]
+    outputs = [heatmap, iou, summary, tensor]
     for control in (*controls, kind):
         control.change(
             update_masks,
@@ -181,7 +190,7 @@ def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
         return mask_images(mask_config(source, *values), name)
 
     tensor.change(on_tensor, [source_state, tensor, *controls], gallery, api_name="mask_images")
-    masks_api = gr.Button("Refresh", size="sm")
-    masks_api.click(update_masks, [source_state, kind, *controls], outputs, api_name="masks")
     inputs = [source_state, kind, *controls]
+    refresh.click(update_masks, inputs, outputs, api_name="masks")
+    html.click(masks_html, inputs, files, api_name="masks_html")
     return {"tasks": tasks, "controls": controls, "inputs": inputs, "outputs": outputs}

@@ -1,0 +1,155 @@
+"""Latency of the page, measured through the page's own callback functions.
+
+    python benchmarks/app_latency.py [--zoo-root DIR] [--paradigm full] [--threads N]
+
+Prints, against the issue's targets (embedded zoo, 2 CPU cores): moving p to a new masks heatmap
+(< 1 s), merge + evaluate all tasks (< 3 s), cold start of ``python app.py`` to a served page
+(< 10 s), and a 15 x 15 xi grid with 256 samples per task (< 30 s). Caches on disk go to a fresh
+temporary folder, so nothing is read from an earlier run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _timed(fn, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out
+
+
+def _row(name: str, seconds: float, target: float, note: str = "") -> None:
+    verdict = "ok" if seconds < target else "OVER"
+    print(f"{name:<44} {seconds:8.3f} s   target < {target:>4.0f} s   {verdict}  {note}")
+
+
+def cold_start(args: argparse.Namespace) -> float:
+    """Seconds from starting ``python app.py`` to an HTTP 200 on its page."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    extra = ["--zoo-root", args.zoo_root] if args.zoo_root else []
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--paradigm", args.paradigm, *extra],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while time.perf_counter() - start < 120:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - start
+            except OSError:
+                time.sleep(0.05)
+        return float("inf")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def page_latencies(args: argparse.Namespace) -> None:
+    import torch
+
+    from taskarith_core.ui import merge_tab
+    from taskarith_core.ui.common import config_from_source, explorer
+    from taskarith_core.ui.masks_tab import update_masks
+    from taskarith_core.ui.xi_tab import xi_views
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    source = {"source": "zoo", "paradigm": args.paradigm, "zoo_root": args.zoo_root}
+    first, service = _timed(explorer, config_from_source(source))
+    tasks = service.tasks
+    print(f"source {service.source.name}: {len(tasks)} tasks; opened in {first:.2f} s")
+
+    def merge_cfg(method: str, p: float, lam: float):
+        return merge_tab.merge_config(
+            source, tasks, method, "lp", p, 0.2, lam, 32, 0.5, 2, 0.4, 0, 0, "test"
+        )
+
+    cold, _ = _timed(merge_tab.run_merge, merge_cfg("sta", 0.8, 0.3), [])
+    _row(
+        "first STA-lp merge + evaluate (cold caches)",
+        cold,
+        3.0,
+        "includes lp importance of every task and the reference accuracies",
+    )
+    ta = [
+        _timed(merge_tab.run_merge, merge_cfg("task_arithmetic", 0.5, lam), [])[0]
+        for lam in (0.15, 0.25, 0.35, 0.45)
+    ]
+    _row(
+        "merge + evaluate all tasks (TA, new lambda)",
+        statistics.median(ta),
+        3.0,
+        f"median of 4, max {max(ta):.3f} s",
+    )
+    sta = [_timed(merge_tab.run_merge, merge_cfg("sta", p, 0.3), [])[0] for p in (0.2, 0.45, 0.95)]
+    _row(
+        "merge + evaluate all tasks (STA, new p)",
+        statistics.median(sta),
+        3.0,
+        f"median of 3, max {max(sta):.3f} s",
+    )
+
+    masks_inputs = (tasks, "sta", "lp")
+    update_masks(source, "all", *masks_inputs, 0.5, 0.9, 32, 0)  # importances are warm now
+    moves = [
+        _timed(update_masks, source, "all", *masks_inputs, p, 0.9, 32, 0)[0]
+        for p in (0.1, 0.3, 0.55, 0.7, 0.85)
+    ]
+    _row(
+        "move p -> new masks heatmap + IoU",
+        statistics.median(moves),
+        1.0,
+        f"median of 5, max {max(moves):.3f} s",
+    )
+
+    grid, _ = _timed(
+        xi_views,
+        source,
+        tasks[0],
+        tasks[1],
+        args.paradigm,
+        "none",
+        "plain",
+        "ortiz",
+        "prediction",
+        256,
+        "lp",
+        0.8,
+    )
+    _row("15 x 15 xi grid, 256 samples per task", grid, 30.0, f"{tasks[0]} + {tasks[1]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo-root", default=None, help="zoo folder (default: assets/zoo)")
+    parser.add_argument("--paradigm", default="full", choices=["full", "attention", "talos"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    args = parser.parse_args()
+    os.environ.setdefault("TASKARITH_CACHE", tempfile.mkdtemp(prefix="taskarith_bench_"))
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    print(f"CPU cores visible: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}")
+    _row("cold start: python app.py -> served page", cold_start(args), 10.0)
+    page_latencies(args)
+
+
+if __name__ == "__main__":
+    main()
