@@ -38,6 +38,14 @@ def test_bottom_k_masks_keep_the_least_sensitive_fraction():
     assert mask["visual.a"][:2].all()
     (mask,) = fisher_bottom_k_masks(scores, 0.0)
     assert all(bool(v.all()) for v in mask.values())
+    frozen = {
+        **scores[0],
+        "visual.positional_embedding": torch.zeros(4),
+        "visual.proj": torch.zeros(2),
+    }
+    (mask,) = fisher_bottom_k_masks([frozen], 0.5)
+    assert not mask["visual.positional_embedding"].any() and not mask["visual.proj"].any()
+    assert int(mask["visual.a"].sum()) == 10  # the lowest half of the 20 maskable entries
     with pytest.raises(InputError, match="sparsity"):
         fisher_bottom_k_masks(scores, 1.0)
 

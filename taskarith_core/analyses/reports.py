@@ -53,6 +53,15 @@ def _masks_for(opts, source, tasks, device) -> dict[str, dict] | None:
         )
     if getattr(opts, "masks", "none") == "talos":
         return talos_masks(source, tasks)
+    if getattr(opts, "masks", "none") == "fisher":
+        from ._common import resolve_tasks, task_importances
+        from .sweeps import fisher_bottom_k_masks
+
+        tasks = resolve_tasks(source, tasks)
+        scores = task_importances(
+            source, tasks, "fisher", samples=opts.ns, seed=opts.seed, device=device
+        )
+        return dict(zip(tasks, fisher_bottom_k_masks(scores, opts.k)))
     return None
 
 
@@ -93,6 +102,8 @@ def _mask_label(opts) -> str:
     masks = getattr(opts, "masks", "none")
     if masks == "sta":
         return f", STA-{opts.metric} masks p={opts.p}"
+    if masks == "fisher":
+        return f", Fisher bottom-k masks k={opts.k}"
     return ", TaLoS masks" if masks == "talos" else ""
 
 

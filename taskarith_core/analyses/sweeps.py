@@ -84,16 +84,22 @@ def method_spec(name: str) -> MethodSpec:
 def fisher_bottom_k_masks(
     scores: Sequence[Mapping[str, torch.Tensor]], k: float
 ) -> list[dict[str, torch.Tensor]]:
-    """TaLoS-style post-hoc masks: keep the (1 - k) fraction of entries with the lowest Fisher
-    score over the whole model (k = fraction frozen); ties at the threshold are kept."""
+    """TaLoS-style post-hoc masks: among the maskable tensors (not the embeddings or the final
+    projection, as in TaLoS), keep the (1 - k) fraction of entries with the lowest Fisher score
+    over the whole model (k = fraction frozen); ties at the threshold are kept."""
+    from ..zoo.talos import is_maskable
+
     if not 0.0 <= k < 1.0:
         raise InputError(f"sparsity k={k} is outside [0, 1); choose the fraction to freeze")
     masks = []
     for score in scores:
-        flat = torch.cat([v.float().reshape(-1) for v in score.values()])
+        maskable = [v.float().reshape(-1) for key, v in score.items() if is_maskable(key)]
+        if not maskable:
+            raise InputError("no maskable tensor in the Fisher scores; score the image tower")
+        flat = torch.cat(maskable)
         keep = max(1, round((1.0 - k) * flat.numel()))
         threshold = torch.kthvalue(flat, keep).values
-        masks.append({key: v.float() <= threshold for key, v in score.items()})
+        masks.append({key: (v.float() <= threshold) & is_maskable(key) for key, v in score.items()})
     return masks
 
 

@@ -144,9 +144,13 @@ def _mask_flags(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument(
         "--masks",
         default=default,
-        choices=("none", "sta", "talos") if default == "none" else ("sta", "talos"),
-        help="which masks: STA crossmasking at --p, or the TaLoS masks",
+        choices=("none", "sta", "talos", "fisher")
+        if default == "none"
+        else ("sta", "talos", "fisher"),
+        help="STA crossmasking at --p, the TaLoS masks, or TaLoS-style post-hoc bottom-k Fisher "
+        "masks at sparsity --k",
     )
+    parser.add_argument("--k", type=float, default=0.9, help="sparsity of fisher masks (0.9)")
     parser.add_argument("--metric", default="lp", help="STA importance metric (default lp)")
     parser.add_argument("--p", type=float, default=0.7, help="STA quantile p (default 0.7)")
 
