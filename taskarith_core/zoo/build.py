@@ -29,6 +29,8 @@ from .tasks import TASKS
 __all__ = ["MINI_SPEC", "PARADIGMS", "ZOO_SPEC", "ZooSpec", "build_zoo"]
 
 PARADIGMS = ("full", "attention", "talos")
+#: bump when the image generators change: a build never resumes from another version's model
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ def _all_texts(data: DataSpec) -> list[str]:
 def _spec_json(spec: ZooSpec, vocabulary: list[int]) -> dict:
     info = tasks_json(spec.data)
     info.update(
+        generator_version=GENERATOR_VERSION,
         arch=ARCH_NAME,
         vocabulary=vocabulary,
         image_mean=IMAGE_MEAN,
@@ -105,7 +108,8 @@ def _can_resume(out: Path, info: dict) -> bool:
         old = json.loads(old_path.read_text())
     except ValueError:
         return False
-    same = all(old.get(k) == info[k] for k in ("data_spec", "vocabulary", "arch"))
+    keys = ("data_spec", "vocabulary", "arch", "generator_version")
+    same = all(old.get(k) == info[k] for k in keys)
     return same and all(old["build"].get(f) == info["build"][f] for f in _PRETRAIN_FIELDS)
 
 

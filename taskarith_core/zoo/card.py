@@ -20,7 +20,14 @@ from ..io import atomic_path
 from ..progress import Progress, no_progress
 from .source import PARADIGMS, load_zoo
 
-__all__ = ["ADDITION_METHODS", "NEGATION_METHODS", "card_markdown", "measure_card", "write_card"]
+__all__ = [
+    "ADDITION_METHODS",
+    "NEGATION_METHODS",
+    "card_markdown",
+    "measure_card",
+    "recipe_notes",
+    "write_card",
+]
 
 #: per paradigm: merges measured (sta-random is the control for every importance metric)
 ADDITION_METHODS = {
@@ -270,6 +277,42 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recipe_notes(root: str | Path) -> list[str]:
+    """How the zoo was made, from its own ``tasks.json`` (no numbers typed by hand)."""
+    info = json.loads((Path(root) / "tasks.json").read_text())
+    b, data = info["build"], info["data_spec"]
+    pre, talos = b["pretrain"], b["talos"]
+    ft = ", ".join(
+        f"{k} {v['steps']} steps of {v['batch_size']} lr {v['lr']:g}"
+        for k, v in b["finetune"].items()
+    )
+    pair = {"digits", "printed_digits"} <= set(info["tasks"])
+    return [
+        f"**Model.** open_clip CLIP `{info['arch']}`: ViT image tower (width {b['width']}, "
+        f"{b['layers']} layers, 7x7 patches on 28x28 images = 16 tokens), text transformer (width "
+        f"{b['text_width']}, 2 layers) over a compact vocabulary of {len(info['vocabulary'])} BPE "
+        f"ids. Weights stored as {b['dtype']}; theta_pre is rounded to {b['dtype']} before "
+        "fine-tuning, so weights a paradigm does not train stay bit-identical (sparse task "
+        "vectors are exactly sparse).",
+        f"**Tasks.** {', '.join(info['tasks'])} (control: {info['control']}); splits "
+        f"{data['sizes']} images per task, generated from seed {data['seed']} "
+        "(`taskarith_core.zoo.data`)"
+        + ("; digits and printed_digits are the closely related pair." if pair else "."),
+        f"**Pretraining** (contrastive, both towers): {pre['steps']} steps, batch "
+        f"{pre['batch_size']}, AdamW lr {pre['lr']:g}, wd {pre['weight_decay']:g}, cosine. "
+        f"Mixture: {data['pretrain_per_task']} style-shifted images per concept family (other "
+        "fonts with outlines and inverted colours, outlined shapes, coarser textures, squares "
+        "instead of dots, thin arrows, other object shapes on black; no handwritten digits) plus "
+        "the control's train split; captions from templates that are not the evaluation "
+        f"prompts, {data['caption_noise']:.0%} naming a wrong class. This is meant to "
+        "keep zero-shot accuracy moderate.",
+        f"**Fine-tuning** (frozen zero-shot heads, AdamW, cosine): {ft}. TaLoS: "
+        f"sparsity k={talos['sparsity']}, {talos['rounds']} rounds of "
+        f"{talos['batches_per_round']}x{talos['batch_size']} examples (the paper: 10x128), soft "
+        f"mask {talos['soft']}, gradients masked (Eq. 8).",
+    ]
+
+
 def write_card(
     root: str | Path,
     progress: Progress = no_progress,
@@ -292,7 +335,9 @@ def write_card(
     build = root / "build_time.json"
     if build.is_file():
         card["build"] = json.loads(build.read_text())
-    card["notes"] = list(notes) if notes is not None else (previous or {}).get("notes", [])
+    if notes is None:
+        notes = (previous or {}).get("notes") or recipe_notes(root)
+    card["notes"] = list(notes)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(card, indent=1, default=str))
     if "checks" in card:

@@ -106,23 +106,21 @@ def _random_colours(rng: np.random.Generator, n: int, lo: float, hi: float) -> n
 def colourise(
     mask: torch.Tensor,
     rng: np.random.Generator,
-    dark_background: bool = True,
+    dark_background: bool | np.ndarray = True,
     fg: np.ndarray | None = None,
     noise: float = 0.04,
 ) -> torch.Tensor:
     """Blend random foreground / background colours through the mask; -> uint8 [n, 3, 28, 28].
 
-    ``dark_background`` is the task style (light ink on dark); pretraining inverts it for a style
-    shift. ``fg`` fixes the foreground colours (the colour task's labels).
+    ``dark_background`` (one flag, or one per image) is the task style: light ink on dark;
+    pretraining inverts it for part of the images (a style shift). ``fg`` fixes the foreground
+    colours (the colour task's labels).
     """
     n = mask.shape[0]
-    bg = _random_colours(rng, n, 0.0, 0.3) if dark_background else _random_colours(rng, n, 0.7, 1.0)
+    dark = np.broadcast_to(np.asarray(dark_background, dtype=bool), (n,))[:, None]
+    bg = np.where(dark, _random_colours(rng, n, 0.0, 0.3), _random_colours(rng, n, 0.7, 1.0))
     if fg is None:
-        fg = (
-            _random_colours(rng, n, 0.7, 1.0)
-            if dark_background
-            else _random_colours(rng, n, 0, 0.3)
-        )
+        fg = np.where(dark, _random_colours(rng, n, 0.7, 1.0), _random_colours(rng, n, 0.0, 0.3))
     fg_t = torch.from_numpy(fg.astype(np.float32))[:, :, None, None]
     bg_t = torch.from_numpy(bg.astype(np.float32))[:, :, None, None]
     image = bg_t + (fg_t - bg_t) * mask

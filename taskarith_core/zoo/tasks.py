@@ -55,17 +55,32 @@ class TaskDef:
     draw: Generator
 
 
+#: fraction of pretraining images drawn with the tasks' colour polarity (the rest are inverted)
+SAME_POLARITY = 0.3
+#: fraction of pretraining glyphs and shapes drawn as outlines
+OUTLINED = 0.5
+
+
+def _style(rng: np.random.Generator, n: int, pretrain: bool) -> np.ndarray:
+    """Per image: dark background (the tasks' style) or, for part of pretraining, inverted."""
+    if not pretrain:
+        return np.ones(n, dtype=bool)
+    return rng.random(n) < SAME_POLARITY
+
+
 def _font_glyphs(chars: list[str], labels: np.ndarray, rng, pretrain: bool) -> torch.Tensor:
     fonts = PRETRAIN_FONTS if pretrain else TASK_FONTS
     chosen = [fonts[i] for i in rng.integers(0, len(fonts), len(labels))]
     mask = R.glyph_mask(chosen, [chars[i] for i in labels])
     if pretrain:
         mask = torch.where(
-            torch.from_numpy(rng.random(len(labels)) < 0.5)[:, None, None, None],
+            torch.from_numpy(rng.random(len(labels)) < OUTLINED)[:, None, None, None],
             R.outline(mask, 2),
             mask,
         )
-    return R.colourise(R.warp(mask, rng, rotate=20), rng, dark_background=not pretrain)
+    return R.colourise(
+        R.warp(mask, rng, rotate=20), rng, dark_background=_style(rng, len(labels), pretrain)
+    )
 
 
 def _printed_digits(labels, rng, pretrain):
@@ -102,7 +117,8 @@ def _handwritten(labels, rng, pretrain, sources: np.ndarray | None = None):
         candidates = pool[target[pool] == digit]
         picks[rows] = rng.choice(candidates, len(rows))
     mask = images[torch.from_numpy(picks)]
-    return R.colourise(R.warp(mask, rng, rotate=15, scale=(0.75, 1.0)), rng, not pretrain)
+    warped = R.warp(mask, rng, rotate=15, scale=(0.75, 1.0))
+    return R.colourise(warped, rng, _style(rng, len(labels), pretrain))
 
 
 SHAPES = ["circle", "square", "triangle", "diamond", "cross", "star", "ring", "hexagon"]
@@ -140,8 +156,10 @@ def _shape_masks(labels: np.ndarray) -> torch.Tensor:
 def _shapes(labels, rng, pretrain):
     mask = _shape_masks(labels)
     if pretrain:
-        mask = R.outline(mask, 2)
-    return R.colourise(R.warp(mask, rng, rotate=30, scale=(0.6, 1.0)), rng, not pretrain)
+        outlined = torch.from_numpy(rng.random(len(labels)) < OUTLINED)[:, None, None, None]
+        mask = torch.where(outlined, R.outline(mask, 2), mask)
+    warped = R.warp(mask, rng, rotate=30, scale=(0.6, 1.0))
+    return R.colourise(warped, rng, _style(rng, len(labels), pretrain))
 
 
 TEXTURES = ["horizontal stripes", "vertical stripes", "diagonal stripes", "checkerboard"]
@@ -171,7 +189,7 @@ def _textures(labels, rng, pretrain):
     for k, pattern in enumerate(patterns):
         mask = torch.where(label_t == k, pattern.float(), mask)
     small = F.avg_pool2d(mask[:, None], 2)
-    return R.colourise(small, rng, dark_background=not pretrain)
+    return R.colourise(small, rng, dark_background=_style(rng, len(labels), pretrain))
 
 
 def _colours(labels, rng, pretrain):
@@ -210,7 +228,9 @@ def _counting(labels, rng, pretrain):
             else:
                 blob = (x - cx) ** 2 + (y - cy) ** 2 < rad**2
             masks[i, 0] = torch.maximum(masks[i, 0], blob[0].float())
-    return R.colourise(F.avg_pool2d(masks, 2), rng, dark_background=not pretrain)
+    return R.colourise(
+        F.avg_pool2d(masks, 2), rng, dark_background=_style(rng, len(labels), pretrain)
+    )
 
 
 DIRECTIONS = ["east", "south east", "south", "south west", "west", "north west", "north"]
@@ -232,7 +252,7 @@ def _arrows(labels, rng, pretrain):
     )
     mask = R.polygon_mask([arrow]).expand(len(labels), -1, -1, -1).contiguous()
     warped = R.warp(mask, rng, rotate=12, scale=(0.6, 1.0), angles=labels * 45.0)
-    return R.colourise(warped, rng, dark_background=not pretrain)
+    return R.colourise(warped, rng, dark_background=_style(rng, len(labels), pretrain))
 
 
 def _t(*templates: str) -> tuple[str, ...]:
