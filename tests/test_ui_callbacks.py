@@ -240,3 +240,11 @@ def test_analyses_tab_cosine_and_sweep(base):
     assert "mean" in set(frame["task"]) and figure.data
     with pytest.raises(InputError, match="at least two tasks"):
         run_analysis(base, "cosine", ["task0"], "whole", "ta", 0, 8)
+
+
+def test_uploaded_forgetting_config_restores_the_forget_tab(base):
+    cfg = forget_tab.forget_config(base, "task2", "sta", "amp", 0.7, 0.85, 16, 1, 40)
+    source, *controls = forget_tab.forget_controls_from_config(RunConfig.from_json(cfg.to_json()))
+    assert forget_tab.forget_config(source, *controls) == cfg
+    with pytest.raises(InputError, match="Merge tab"):
+        forget_tab.forget_controls_from_config(_merge_cfg(base))

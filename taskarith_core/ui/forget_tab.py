@@ -22,12 +22,13 @@ from .common import (
     write_figure_html,
     write_text,
 )
-from .merge_tab import IMPORTANCE_LABELS
+from .merge_tab import IMPORTANCE_LABELS, read_uploaded_config, source_settings
 
 __all__ = [
     "NEGATE_LABELS",
     "build_forget_tab",
     "forget_config",
+    "forget_controls_from_config",
     "forget_gallery",
     "negation_curve",
     "run_forget",
@@ -134,6 +135,23 @@ def forget_gallery(cfg: RunConfig, count: int = GALLERY_SIZE) -> list[tuple[np.n
     return out
 
 
+def forget_controls_from_config(cfg: RunConfig) -> list[Any]:
+    """Source settings + the Forget tab's control values of an uploaded forgetting config."""
+    if cfg.action != "negate":
+        raise InputError("this run config is a merge; load it in the Merge tab")
+    return [
+        source_settings(cfg),
+        cfg.target,
+        cfg.method,
+        cfg.importance,
+        cfg.lam,
+        cfg.p,
+        cfg.samples,
+        cfg.seed,
+        cfg.max_samples or 0,
+    ]
+
+
 def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
@@ -152,6 +170,7 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
             max_samples = gr.Number(0, precision=0, label="Evaluation images per task (0 = all)")
             run = gr.Button("Forget", variant="primary", elem_id="forget-run")
             sweep = gr.Button("Sweep lambda / p")
+            upload = gr.UploadButton("Load run config (JSON)", file_types=[".json"])
         with gr.Column(scale=2):
             summary = gr.Markdown(elem_id="forget-summary")
             table = gr.Dataframe(
@@ -186,4 +205,10 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
         return figure, [write_figure_html("negation_sweep.html", figure)]
 
     sweep.click(on_sweep, [source_state, *controls], [curve, files], api_name="forget_sweep")
+
+    @user_errors
+    def on_upload(path):
+        return forget_controls_from_config(read_uploaded_config(path))
+
+    upload.upload(on_upload, upload, [source_state, *controls], api_visibility="private")
     return {"target": target, "controls": controls, "run": run}

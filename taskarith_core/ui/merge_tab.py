@@ -6,13 +6,18 @@ only lays out components and wires them to these functions.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
+from ..errors import InputError
 from ..runconfig import RunConfig
 from .common import (
+    DEFAULT_SOURCE,
     config_from_source,
+    download_dir,
     explorer,
     gr_progress,
     user_errors,
@@ -20,6 +25,8 @@ from .common import (
     write_text,
 )
 from .results import (
+    HISTORY_COLUMNS,
+    PERCENT_COLUMNS,
     accuracy_figure,
     history_frame,
     history_row,
@@ -32,9 +39,13 @@ __all__ = [
     "IMPORTANCE_LABELS",
     "METHOD_LABELS",
     "build_merge_tab",
+    "controls_from_config",
     "fraction_text",
     "merge_config",
+    "read_uploaded_config",
     "run_merge",
+    "save_merged_model",
+    "source_settings",
 ]
 
 METHOD_LABELS = [
@@ -73,8 +84,6 @@ def merge_config(
 ) -> RunConfig:
     """The run config of the Merge tab's controls (values as the page sends them)."""
     if not tasks:
-        from ..errors import InputError
-
         raise InputError("no task is ticked; tick at least two tasks to merge")
     return config_from_source(
         source,
@@ -161,9 +170,17 @@ def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
         with gr.Column(scale=2):
             chart = gr.Plot(label="Per-task accuracy", elem_id="merge-chart")
             mean = gr.Markdown(elem_id="merge-mean")
-            table = gr.Dataframe(label="This run", elem_id="merge-table", interactive=False)
+            table = gr.Dataframe(
+                pd.DataFrame(columns=["task", *PERCENT_COLUMNS]),
+                label="This run (accuracy in %)",
+                elem_id="merge-table",
+                interactive=False,
+            )
             runs = gr.Dataframe(
-                label="All runs (compare settings)", elem_id="merge-history", interactive=False
+                pd.DataFrame(columns=list(HISTORY_COLUMNS)),
+                label="All runs (compare settings; accuracy in %)",
+                elem_id="merge-history",
+                interactive=False,
             )
             files = gr.File(
                 label="Downloads: run config, figure, results CSV", file_count="multiple"
@@ -219,7 +236,7 @@ def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
 
     @user_errors
     def on_upload(path):
-        return controls_from_config(_read_upload(path))
+        return controls_from_config(read_uploaded_config(path))
 
     upload.upload(on_upload, upload, [source_state, *controls], api_visibility="private")
     return {"tasks": tasks, "controls": controls, "history": history, "run": run}
@@ -227,43 +244,37 @@ def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
 
 def save_merged_model(cfg_dict: dict | None, progress: Any = None) -> str:
     """Write the merged image tower of the last run as safetensors, its config in the metadata."""
-    from ..errors import InputError
-    from ..io import save_state_dict
+    from ..io import save_state_dict  # imports torch: only when a model is saved
 
     if not cfg_dict:
         raise InputError("no merge has run yet; press Run first, then build the merged model")
     cfg = RunConfig.from_dict(cfg_dict)
     state = explorer(cfg).merged_state(cfg, gr_progress(progress))
-    from .common import download_dir
-
     path = download_dir() / f"merged_{cfg.method}.safetensors"
     save_state_dict(state, path, metadata={"run_config": cfg.to_json()})
     return str(path)
 
 
-def _read_upload(path: Any) -> RunConfig:
-    from pathlib import Path
-
-    from ..errors import InputError
+def read_uploaded_config(path: Any) -> RunConfig:
+    """An uploaded run config file, validated (a wrong file is a sentence, not a crash)."""
 
     if not path:
         raise InputError("no file was uploaded; choose a run config JSON the page wrote")
     return RunConfig.from_json(Path(str(path)).read_text())
 
 
+def source_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The per-user source state (``gr.State``) a config names."""
+    return {name: getattr(cfg, name) for name in DEFAULT_SOURCE}
+
+
 def controls_from_config(cfg: RunConfig) -> list[Any]:
     """Source settings + the Merge tab's control values of an uploaded config, in control order."""
     if cfg.action != "merge":
-        from ..errors import InputError
-
         raise InputError("this run config is a forgetting run; load it in the Forget tab")
-    source = {
-        name: getattr(cfg, name)
-        for name in ("source", "paradigm", "zoo_root", "manifest", "device")
-    }
     tasks = cfg.tasks or explorer(cfg).tasks
     return [
-        source,
+        source_settings(cfg),
         tasks,
         cfg.method,
         cfg.importance,

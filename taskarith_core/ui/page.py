@@ -123,6 +123,12 @@ def build_page(
 
         outputs = [source_state, status, *multi, *(component for component, _ in single)]
         load.click(on_load, [kind, paradigm, manifest, source_state], outputs, api_name="load")
+        paradigm.input(
+            on_load,
+            [kind, paradigm, manifest, source_state],
+            outputs,
+            api_visibility="private",
+        )
         demo.load(
             on_load, [kind, paradigm, manifest, source_state], outputs, api_visibility="private"
         )

@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 from ..runconfig import RunConfig
 
 __all__ = [
+    "HISTORY_COLUMNS",
     "PERCENT_COLUMNS",
     "accuracy_figure",
     "history_frame",
@@ -26,6 +27,7 @@ __all__ = [
     "sta_kept_text",
 ]
 
+HISTORY_COLUMNS = ("run", "source", "method", "settings", "tasks", "mean", "mean normalised")
 PERCENT_COLUMNS = ("zeroshot", "finetuned", "merged", "normalised", "zeroshot_normalised")
 _COLOURS = {"zero-shot": "#9e9e9e", "fine-tuned": "#1f77b4", "merged": "#ff7f0e"}
 
