@@ -33,7 +33,9 @@ def served(tmp_path_factory):
     demo.queue(default_concurrency_limit=4)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", settings
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TASKARITH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield f"http://127.0.0.1:{port}/", settings
     demo.close()
     clear_explorers()
 

@@ -49,8 +49,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+_CACHE = {"dir": ""}  # one disk cache shared by the app and the CLI, inside pytest's tmp
+
+
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False"}
+    extra = {"TASKARITH_CACHE": _CACHE["dir"]} if _CACHE["dir"] else {}
+    return {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False", **extra}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +67,7 @@ def zoo_args(request) -> list[str]:
 
 @pytest.fixture(scope="module")
 def app_url(zoo_args, tmp_path_factory):
+    _CACHE["dir"] = str(tmp_path_factory.mktemp("cache"))
     port = _free_port()
     log = (tmp_path_factory.mktemp("app") / "app.log").open("w")
     proc = subprocess.Popen(

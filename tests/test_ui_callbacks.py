@@ -28,7 +28,9 @@ def base(tmp_path_factory):
     source = make_tiny_source(root, n_tasks=3)
     settings = {"source": "zoo", "paradigm": "full", "zoo_root": str(root), "device": "cpu"}
     register_source(config_from_source(settings), source)
-    yield settings
+    with pytest.MonkeyPatch.context() as patch:  # disk caches of this module stay in tmp
+        patch.setenv("TASKARITH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield settings
     clear_explorers()
 
 

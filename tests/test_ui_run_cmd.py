@@ -88,9 +88,10 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_explorers():
+def _fresh_explorers(tmp_path, monkeypatch):
     from taskarith_core.ui.sources import clear_explorers
 
+    monkeypatch.setenv("TASKARITH_CACHE", str(tmp_path / "cache"))  # the CLI child inherits it
     clear_explorers()
     yield
     clear_explorers()

@@ -69,20 +69,20 @@ class Explorer:
         return self._weights.get(("ft", task), lambda: self.source.load_finetuned(task))
 
     def importance(self, task: str, metric: str, samples: int, seed: int) -> StateDict:
-        """I_t of one task; model-free metrics ignore Ns, so they share one cache entry."""
+        """I_t of one task. Model-based metrics also go through the model engine's disk cache
+        (a restarted page or the CLI reuses them); model-free ones ignore Ns."""
         model_based = metric in ("lp", "fisher", "lp_amp")
         key = (task, metric, samples if model_based else 0, seed)
 
         def compute() -> StateDict:
+            if model_based:
+                from ..models.importance import cached_importance
+
+                return dict(
+                    cached_importance(self.source, task, metric, samples, seed, self.device)
+                )
             return compute_importance(
-                metric,
-                self.pretrained(),
-                self.finetuned(task),
-                source=self.source,
-                task=task,
-                samples=samples,
-                seed=seed,
-                device=self.device,
+                metric, self.pretrained(), self.finetuned(task), task=task, seed=seed
             )
 
         return self._importance.get(key, compute)
