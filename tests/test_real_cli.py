@@ -137,6 +137,13 @@ def test_reproduce_addition_and_negation(tiny, capsys):
 
     table = pd.read_csv(out)
     assert set(table["method"]) >= {"ta", "sta-amp", "zeroshot", "finetuned"}
-    assert table["accuracy"].between(0, 1).all()
+    assert table["absolute"].between(0, 100).all() and set(table["task"]) >= {"shapes", "mean"}
     assert main([*args[:3], "--methods", "ta", "--protocol", "negation"]) == 0
     assert "control" in capsys.readouterr().out
+
+
+def test_reproduce_runs_on_the_zoo_too(mini_zoo_root, capsys):
+    args = ["reproduce", "--source", "zoo:full", "--zoo-root", str(mini_zoo_root)]
+    assert main([*args, "--protocol", "addition", "--methods", "ta", "--max-samples", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "ta" in printed and "zeroshot" in printed

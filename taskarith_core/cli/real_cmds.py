@@ -87,7 +87,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         source = open_model_source(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    ours, table = reproduce(
+    _, table = reproduce(
         source,
         args.protocol,
         methods,
@@ -100,7 +100,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     )
     if args.out:
         with atomic_path(args.out) as tmp:
-            ours.to_csv(tmp, index=False)
+            table.to_csv(tmp, index=False)
     shown = table[table["task"] == "mean"] if not args.per_task else table
     shown = shown.drop(columns=["tasks"])
     sys.stdout.write(f"{source.name} ({source.arch}), tasks: {table['tasks'].iloc[0]}\n")
@@ -153,7 +153,7 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--samples", type=_positive, default=32, help="Ns for lp/fisher (32)")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--per-task", action="store_true", help="print every task, not only means")
-    rep.add_argument("--out", type=Path, help="write our full table as CSV")
+    rep.add_argument("--out", type=Path, help="write the table (every task) as CSV")
     rep.add_argument("--trust-pickle", action="store_true", help="allow .pt/.bin you trust")
     rep.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     add_device_flag(rep)
