@@ -26,12 +26,9 @@ DEFAULT_METHODS = "ta,ties,sta-lp,sta-amp,sta-lpamp,consensus,talos-mask"
 
 
 def _manifest_source(path: str, trust_pickle: bool) -> Any:
-    from ..real.manifest import load_manifest
-    from ..real.source import ManifestSource
+    from ..real.source import load_manifest_source
 
-    manifest = load_manifest(path)
-    manifest.trust_pickle = manifest.trust_pickle or trust_pickle
-    return ManifestSource(manifest, progress=tqdm_progress("convert"))
+    return load_manifest_source(path, tqdm_progress("convert"), trust_pickle=trust_pickle)
 
 
 def _convert(args: argparse.Namespace) -> int:

@@ -189,9 +189,14 @@ class ManifestSource(FileSource):
         self._progress(total, total, "heads")
 
 
-def load_manifest_source(path: str | Path, progress: Progress = no_progress) -> ManifestSource:
-    """Read, check and wrap a manifest (no conversion happens until a checkpoint is needed)."""
+def load_manifest_source(
+    path: str | Path, progress: Progress = no_progress, trust_pickle: bool = False
+) -> ManifestSource:
+    """Read, check and wrap a manifest (no conversion happens until a checkpoint is needed).
+
+    ``trust_pickle`` (the CLI's --trust-pickle) adds to the manifest's own ``trust_pickle``."""
     manifest = load_manifest(path)
+    manifest.trust_pickle = manifest.trust_pickle or trust_pickle
     if not manifest.tasks:
         raise InputError(f"{path}: the manifest lists no task; add at least one")
     return ManifestSource(manifest, progress)
