@@ -29,6 +29,7 @@ __all__ = [
     "head_logits",
     "load_cached_frame",
     "pretrained_digest",
+    "resolve_device",
     "resolve_tasks",
     "save_cached_frame",
     "source_task_vectors",
@@ -38,6 +39,13 @@ __all__ = [
 
 #: Bump when an analysis changes what it computes, so stale cached results are never reused.
 CACHE_VERSION = 1
+
+
+def resolve_device(device: Any) -> torch.device:
+    """``"auto"`` / ``"cpu"`` / ``"cuda:0"`` or a device -> torch.device (pick_device decides)."""
+    from ..device import pick_device
+
+    return device if isinstance(device, torch.device) else pick_device(str(device))
 
 
 def resolve_tasks(source: Any, tasks: Sequence[str] | None, minimum: int = 1) -> list[str]:

@@ -22,7 +22,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..errors import InputError
 from ..keys import VISUAL_PREFIX
 from ..progress import Progress, no_progress
-from ._common import check_shared_pretrained, head_logits, resolve_tasks, source_task_vectors
+from ._common import (
+    check_shared_pretrained,
+    head_logits,
+    resolve_device,
+    resolve_tasks,
+    source_task_vectors,
+)
 
 __all__ = ["kernel_test", "linearised_logits", "slow_attention_path"]
 
@@ -114,6 +120,7 @@ def kernel_test(
     if samples is not None and (not isinstance(samples, int) or samples < 1):
         raise InputError(f"samples={samples}: give a positive number of samples per task")
     tasks = resolve_tasks(source, tasks)
+    device = resolve_device(device)
     pre = source.load_pretrained()
     vectors = dict(vectors) if vectors is not None else source_task_vectors(source, tasks, pre)
     missing = [t for t in tasks if t not in vectors]

@@ -26,6 +26,7 @@ from ._common import (
     check_shared_pretrained,
     load_cached_frame,
     pretrained_digest,
+    resolve_device,
     resolve_tasks,
     save_cached_frame,
     source_task_vectors,
@@ -212,6 +213,7 @@ def disentanglement_grid(
     _distance(distance)
     _check_samples(samples)
     tasks = resolve_tasks(source, [task1, task2], minimum=2)
+    device = resolve_device(device)
     pre = source.load_pretrained()
     if vectors is None:
         found = source_task_vectors(source, tasks, pre)
