@@ -162,3 +162,17 @@ def test_checkpoint_of_another_architecture_names_key_and_shapes(tmp_path):
 def test_unknown_architecture_is_refused(tmp_path):
     with pytest.raises(InputError, match="not-an-arch"):
         arch_shapes("not-an-arch")
+
+
+def test_save_pretrained_folder_converts(tmp_path):
+    vision_cfg, _ = _hf_configs()
+    hf = _perturbed(transformers.CLIPVisionModelWithProjection(vision_cfg), 4)
+    hf.save_pretrained(tmp_path / "hf")
+    out = convert_checkpoint(tmp_path / "hf", ARCH, tmp_path / "oc.safetensors")
+    state = load_state_dict(out)
+    layer = {k: v for k, v in hf.state_dict().items() if "layers.1.self_attn" in k}
+    expected = torch.cat([v for p in "qkv" for k, v in layer.items() if f"{p}_proj.weight" in k])
+    assert torch.equal(state["visual.transformer.resblocks.1.attn.in_proj_weight"], expected)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="neither model.safetensors"):
+        convert_checkpoint(tmp_path / "empty", ARCH, tmp_path / "x.safetensors")
