@@ -26,7 +26,7 @@ def open_source(args: argparse.Namespace) -> Any:
     if args.manifest:
         from ..real.source import load_manifest_source
 
-        return load_manifest_source(args.manifest)
+        return load_manifest_source(args.manifest, trust_pickle=bool(args.trust_pickle))
     from ..zoo import load_zoo
 
     return load_zoo(args.paradigm, root=Path(args.zoo_root) if args.zoo_root else None)
@@ -137,6 +137,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ns", type=int, default=32, help="samples for lp / fisher importance")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument(
+        "--trust-pickle", action="store_true", help="allow .pt/.bin checkpoints you trust"
+    )
     add_device_flag(parser)
 
 
@@ -174,7 +177,6 @@ def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
             help="two fine-tuned checkpoints to use instead of the "
             "source's (image tower or whole CLIP, .safetensors)",
         )
-        parser.add_argument("--trust-pickle", action="store_true", help="allow .pt/.bin files")
         _mask_flags(parser, "none")
     elif name == "kernel":
         parser.add_argument(
