@@ -1,6 +1,7 @@
 """Time a 15x15 disentanglement-error grid with 256 samples per task (target: < 30 s on 2 cores).
 
-    python benchmarks/xi_speed.py [--paradigm full] [--points 15] [--samples 256] [--threads 1]
+    python benchmarks/xi_speed.py [--paradigm full] [--zoo-root DIR] [--points 15] [--samples 256]
+                                  [--threads 1]
 
 On the embedded zoo it runs ``analyses.xi.disentanglement_grid`` end to end (data, heads, one
 tower reused, no disk cache). When the zoo has not been built yet it says so and times the same
@@ -26,7 +27,7 @@ def _zoo_run(args) -> tuple[tuple[float, float], str]:
     from taskarith_core.analyses.xi import XiGrid, disentanglement_grid
     from taskarith_core.zoo import load_zoo
 
-    source = load_zoo(args.paradigm)
+    source = load_zoo(args.paradigm, root=args.zoo_root)
     tasks = source.tasks[:2]
     grid = XiGrid(args.points, -2.0, 2.0)
     start, cpu = time.perf_counter(), time.process_time()
@@ -76,6 +77,7 @@ def _synthetic_run(args) -> tuple[tuple[float, float], str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paradigm", default="full")
+    parser.add_argument("--zoo-root", help="zoo folder (default: the shipped assets/zoo)")
     parser.add_argument("--points", type=int, default=15)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
