@@ -81,6 +81,7 @@ def test_hf_vision_with_projection_matches_open_clip(tmp_path):
 
 
 def test_hf_vision_model_without_projection_takes_it_from_fill(tmp_path):
+    register_arch(OC_CONFIG, ARCH)
     vision_cfg, _ = _hf_configs()
     hf = _perturbed(transformers.CLIPVisionModel(vision_cfg), 2)
     assert not any(k.startswith("visual_projection") for k in hf.state_dict())
@@ -165,6 +166,7 @@ def test_unknown_architecture_is_refused(tmp_path):
 
 
 def test_save_pretrained_folder_converts(tmp_path):
+    register_arch(OC_CONFIG, ARCH)
     vision_cfg, _ = _hf_configs()
     hf = _perturbed(transformers.CLIPVisionModelWithProjection(vision_cfg), 4)
     hf.save_pretrained(tmp_path / "hf")
