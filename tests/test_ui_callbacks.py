@@ -219,17 +219,16 @@ def test_xi_tab_grid_and_summary(base, tmp_path, monkeypatch):
 
     monkeypatch.setenv("TASKARITH_CACHE", str(tmp_path))
     fig_a, fig_b, summary = xi_views(
-        base, "task0", "task1", "full", "none", "plain", "ortiz", "prediction", 32, "lp", 0.8
+        base, "task0", "task1", "full", "none", "sta", "ortiz", "kl", 16, "lp", 0.5
     )
     assert fig_b is None and fig_a.data[0].type == "heatmap"
     assert len(fig_a.data[0].x) == 15 and len(fig_a.data[0].y) == 15
-    assert summary.loc[0, "mean_xi"] >= 0
-    _, _, masked = xi_views(
-        base, "task0", "task1", "full", "none", "sta", "ortiz", "kl", 32, "lp", 0.5
-    )
-    assert "STA p=0.50" in masked.loc[0, "label"]
+    assert summary.loc[0, "mean_xi"] >= 0 and summary.loc[0, "distance"] == "kl"
+    assert "STA p=0.50" in summary.loc[0, "label"]
     with pytest.raises(InputError, match="two different tasks"):
         xi_views(base, "task0", "task0", "full", "none", "plain", "ortiz", "kl", 32, "lp", 0.5)
+    with pytest.raises(InputError, match="pick at least paradigm A"):
+        xi_views(base, "task0", "task1", "none", "none", "plain", "ortiz", "kl", 32, "lp", 0.5)
 
 
 def test_analyses_tab_cosine_and_sweep(base):
