@@ -1,7 +1,7 @@
 """Time a 15x15 disentanglement-error grid with 256 samples per task (target: < 30 s on 2 cores).
 
     python benchmarks/xi_speed.py [--paradigm full] [--zoo-root DIR] [--points 15] [--samples 256]
-                                  [--threads 1]
+                                  [--threads 1] [--workers 2]
 
 On the embedded zoo it runs ``analyses.xi.disentanglement_grid`` end to end (data, heads, one
 tower reused, no disk cache). When the zoo has not been built yet it says so and times the same
@@ -32,7 +32,13 @@ def _zoo_run(args) -> tuple[tuple[float, float], str]:
     grid = XiGrid(args.points, -2.0, 2.0)
     start, cpu = time.perf_counter(), time.process_time()
     frame = disentanglement_grid(
-        source, tasks[0], tasks[1], grid=grid, samples=args.samples, use_cache=False
+        source,
+        tasks[0],
+        tasks[1],
+        grid=grid,
+        samples=args.samples,
+        use_cache=False,
+        workers=args.workers,
     )
     elapsed = (time.perf_counter() - start, time.process_time() - cpu)
     what = f"zoo/{args.paradigm} {tasks[0]} + {tasks[1]}, mean xi {frame['xi'].mean():.3f}"
@@ -62,14 +68,21 @@ def _synthetic_run(args) -> tuple[tuple[float, float], str]:
         (torch.randn(args.samples, 3, 28, 28, generator=gen), torch.randn(10, embed, generator=gen))
         for _ in range(2)
     ]
-    mixer = TowerMixer(visual, pre, vectors)
 
-    def run(a1, a2, images, head):
-        return batched_logits(mixer.set((a1, a2)), images, head, batch_size=1024, device="cpu")
+    def runner(tower):
+        mixer = TowerMixer(tower, pre, vectors)
+
+        def run(a1, a2, images, head):
+            return batched_logits(mixer.set((a1, a2)), images, head, batch_size=1024, device="cpu")
+
+        return run
+
+    towers = [visual] + [build_visual_tower(ARCH_NAME) for _ in range(args.workers - 1)]
+    run, *workers = [runner(t) for t in towers]
 
     start, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
-        frame = xi_from_runner(run, data, XiGrid(args.points, -2.0, 2.0).alphas())
+        frame = xi_from_runner(run, data, XiGrid(args.points, -2.0, 2.0).alphas(), workers=workers)
     elapsed = (time.perf_counter() - start, time.process_time() - cpu)
     return elapsed, f"synthetic zoo-shaped tower (zoo not built), mean xi {frame['xi'].mean():.3f}"
 
@@ -80,7 +93,8 @@ def main() -> None:
     parser.add_argument("--zoo-root", help="zoo folder (default: the shipped assets/zoo)")
     parser.add_argument("--points", type=int, default=15)
     parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--workers", type=int, default=2, help="grid rows in parallel threads")
     parser.add_argument("--synthetic", action="store_true", help="skip the zoo even if built")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -97,7 +111,8 @@ def main() -> None:
     wall, cpu = elapsed
     load = os.getloadavg()[0]
     print(
-        f"xi {args.points}x{args.points}, {args.samples} samples/task, {args.threads} thread(s): "
+        f"xi {args.points}x{args.points}, {args.samples} samples/task, {args.threads} torch "
+        f"thread(s) x {args.workers} worker(s): "
         f"{wall:.2f} s wall, {cpu:.2f} s CPU (load average {load:.1f} on {os.cpu_count()} cores; "
         f"{args.points**2} edited models) -- {what}"
     )

@@ -99,6 +99,21 @@ def test_each_model_is_evaluated_once_per_dataset(alphas):
     assert {(r.alpha1, r.alpha2): r.xi for r in frame.itertuples()} == pytest.approx(expected)
 
 
+def test_parallel_rows_give_the_same_grid():
+    gen = torch.Generator().manual_seed(4)
+    w0, t1, t2 = (torch.randn(DIM, DIM, generator=gen) for _ in range(3))
+    data = [_data(gen, slice(0, 6)), _data(gen, slice(0, 6))]
+    run = _linear_runner(w0, t1, t2)
+    alphas = [-1.0, 0.0, 0.5, 1.0]
+    calls = []
+    serial = xi_from_runner(run, data, alphas, "kl")
+    parallel = xi_from_runner(
+        run, data, alphas, "kl", lambda *a: calls.append(a), workers=[run, run]
+    )
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert [c[0] for c in calls] == [1, 2, 3, 4, 5] and calls[-1][1] == 5
+
+
 def test_progress_reports_each_row():
     gen = torch.Generator().manual_seed(2)
     w0, t1, t2 = (torch.randn(DIM, DIM, generator=gen) for _ in range(3))
@@ -207,6 +222,17 @@ def test_grid_on_a_source_is_cached_on_disk(tiny, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(first, again)
     with pytest.raises(AssertionError, match="recomputed"):  # another sample count: new key
         xi.disentanglement_grid(tiny, "task0", "task1", grid=grid, samples=8, cache_dir=tmp_path)
+
+
+def test_worker_threads_match_a_single_tower(tiny):
+    from taskarith_core.analyses.xi import disentanglement_grid
+
+    kwargs = dict(grid=XiGrid(3, -1.0, 1.0), samples=16, use_cache=False, distance="kl")
+    one = disentanglement_grid(tiny, "task0", "task1", **kwargs)
+    two = disentanglement_grid(tiny, "task0", "task1", workers=2, **kwargs)
+    pd.testing.assert_frame_equal(one, two)
+    with pytest.raises(InputError, match="worker"):
+        disentanglement_grid(tiny, "task0", "task1", workers=0, **kwargs)
 
 
 def test_masked_vectors_change_the_grid(tiny, tmp_path):

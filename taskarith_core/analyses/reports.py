@@ -137,6 +137,7 @@ def _xi(opts, source, device, progress) -> Result:
         device=device,
         label=f"{source.name}{_mask_label(opts)}",
         progress=progress,
+        workers=getattr(opts, "workers", 1),
     )
     summary = xi_summary(frame, opts.threshold)
     text = (

@@ -10,7 +10,9 @@ the grid, the single-task models are grid points themselves and cost nothing ext
 from __future__ import annotations
 
 import math
+import queue
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,10 +111,15 @@ class _Outputs:
     datasets still missing. Models with a zero coefficient are the single-task models, so they
     are kept (2 x points of them) and never evaluated twice; every other model is transient."""
 
-    def __init__(self, run: Runner, task_data: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(
+        self,
+        run: Runner,
+        task_data: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        kept: dict[tuple[float, float, int], torch.Tensor] | None = None,
+    ):
         self.run = run
         self.data = list(task_data)
-        self.kept: dict[tuple[float, float, int], torch.Tensor] = {}
+        self.kept = {} if kept is None else kept
 
     def get(self, a1: float, a2: float, need: tuple[int, ...] = (0, 1)) -> list:
         found = {t: self.kept.get((a1, a2, t)) for t in need}
@@ -137,9 +144,14 @@ def xi_from_runner(
     alphas: Sequence[float],
     distance: str = "prediction",
     progress: Progress = no_progress,
+    *,
+    workers: Sequence[Runner] = (),
 ) -> pd.DataFrame:
     """The grid for any model given as a runner; ``task_data`` is ``[(images1, head1), (images2,
-    head2)]``. Returns one row per (alpha1, alpha2) with xi and its two per-task terms."""
+    head2)]``. Returns one row per (alpha1, alpha2) with xi and its two per-task terms.
+
+    ``workers`` are extra runners, each with a tower of its own: grid rows are then evaluated in
+    parallel threads (torch releases the GIL inside its kernels), one row per runner at a time."""
     dist = _distance(distance)
     outputs = _Outputs(run, task_data)
     total = len(alphas) + 1
@@ -147,15 +159,46 @@ def xi_from_runner(
     single1 = [outputs.get(a, 0.0, (0, 1) if on_grid else (0,))[0] for a in alphas]
     single2 = [outputs.get(0.0, a, (0, 1) if on_grid else (1,))[1] for a in alphas]
     progress(1, total, "single-task models")
-    rows = []
-    for i, a1 in enumerate(alphas):
+
+    def row(i: int, runner: Runner) -> list[tuple]:
+        mine = _Outputs(runner, task_data, outputs.kept)
+        out = []
         for j, a2 in enumerate(alphas):
-            on1, on2 = outputs.get(a1, a2)
+            on1, on2 = mine.get(alphas[i], a2)
             e1 = float(dist(single1[i], on1).mean())
             e2 = float(dist(single2[j], on2).mean())
-            rows.append((a1, a2, e1 + e2, e1, e2))
-        progress(i + 2, total, f"alpha1={a1:+.2f}")
-    return pd.DataFrame(rows, columns=["alpha1", "alpha2", "xi", "xi_task1", "xi_task2"])
+            out.append((alphas[i], a2, e1 + e2, e1, e2))
+        return out
+
+    rows: dict[int, list[tuple]] = {}
+    for done, (i, values) in enumerate(_map_rows(row, len(alphas), [run, *workers])):
+        rows[i] = values
+        progress(done + 2, total, f"alpha1={alphas[i]:+.2f}")
+    flat = [r for i in range(len(alphas)) for r in rows[i]]
+    return pd.DataFrame(flat, columns=["alpha1", "alpha2", "xi", "xi_task1", "xi_task2"])
+
+
+def _map_rows(row: Callable[[int, Runner], list], count: int, runners: list[Runner]):
+    """Yield (index, row) as rows finish; with several runners, each runs in its own thread."""
+    if len(runners) == 1:
+        for i in range(count):
+            yield i, row(i, runners[0])
+        return
+    free: queue.Queue = queue.Queue()
+    for runner in runners:
+        free.put(runner)
+
+    def job(i: int) -> tuple[int, list]:
+        runner = free.get()
+        try:
+            return i, row(i, runner)
+        finally:
+            free.put(runner)
+
+    with ThreadPoolExecutor(max_workers=len(runners)) as pool:
+        futures = [pool.submit(job, i) for i in range(count)]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 def _tower_runner(mixer: TowerMixer, batch_size: int, device: Any) -> Runner:
@@ -172,6 +215,15 @@ def _check_samples(samples: int) -> int:
     if not isinstance(samples, int) or samples < 1:
         raise InputError(f"samples={samples}: give a positive number of samples per task")
     return samples
+
+
+def _validate(grid: XiGrid | None, distance: str, samples: int, workers: int) -> XiGrid:
+    """Every bad option is refused before any model is loaded or any file written."""
+    _distance(distance)
+    _check_samples(samples)
+    if not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers={workers}: give a positive number of worker threads")
+    return (grid or XiGrid()).validate()
 
 
 def _cache_fields(source, tasks, vectors, grid, distance, samples, seed, split) -> dict[str, Any]:
@@ -206,12 +258,13 @@ def disentanglement_grid(
     use_cache: bool = True,
     cache_dir: Any = None,
     batch_size: int = 1024,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """xi over a grid for two tasks of ``source``, with their task vectors or any edited pair
-    (e.g. STA-masked) given in ``vectors``. Cached on disk under a key of all inputs."""
-    grid = (grid or XiGrid()).validate()
-    _distance(distance)
-    _check_samples(samples)
+    (e.g. STA-masked) given in ``vectors``. Cached on disk under a key of all inputs.
+    ``workers`` > 1 evaluates grid rows in parallel threads, one image tower each (on a CPU,
+    pair it with ``torch.set_num_threads(1)``)."""
+    grid = _validate(grid, distance, samples, workers)
     tasks = resolve_tasks(source, [task1, task2], minimum=2)
     device = resolve_device(device)
     pre = source.load_pretrained()
@@ -238,6 +291,7 @@ def disentanglement_grid(
             device,
             progress,
             batch_size,
+            workers,
         )
         if use_cache:
             save_cached_frame(frame, "xi", key, cache_dir)
@@ -247,14 +301,25 @@ def disentanglement_grid(
     return frame.assign(**meta)[[*meta, "alpha1", "alpha2", "xi", "xi_task1", "xi_task2"]]
 
 
-@torch.inference_mode()
-def _eval_grid(mixer: TowerMixer, data, alphas, distance, progress, batch_size, device):
-    run = _tower_runner(mixer, batch_size, device)
-    return xi_from_runner(run, data, alphas, distance, progress)
+def _eval_grid(mixers: list[TowerMixer], data, alphas, distance, progress, batch_size, device):
+    run, *workers = [_tower_runner(m, batch_size, device) for m in mixers]
+    return xi_from_runner(run, data, alphas, distance, progress, workers=workers)
 
 
 def _compute_grid(
-    source, tasks, pre, vectors, grid, distance, samples, seed, split, device, progress, batch_size
+    source,
+    tasks,
+    pre,
+    vectors,
+    grid,
+    distance,
+    samples,
+    seed,
+    split,
+    device,
+    progress,
+    batch_size,
+    workers=1,
 ) -> pd.DataFrame:
     from ..models.evaluation import head_for, split_tensors
 
@@ -263,8 +328,8 @@ def _compute_grid(
         images, _labels = split_tensors(source, task, split, max_samples=samples, seed=seed)
         data.append((images.to(device), head_for(source, task, device)))
     # A tower of its own: the evaluation module's shared tower may serve another request meanwhile.
-    mixer = TowerMixer(source.build_visual(device), pre, vectors)
-    return _eval_grid(mixer, data, grid.alphas(), distance, progress, batch_size, device)
+    mixers = [TowerMixer(source.build_visual(device), pre, vectors) for _ in range(workers)]
+    return _eval_grid(mixers, data, grid.alphas(), distance, progress, batch_size, device)
 
 
 def xi_summary(frame: pd.DataFrame, threshold: float = 0.1) -> pd.DataFrame:

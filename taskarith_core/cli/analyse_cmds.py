@@ -172,6 +172,12 @@ def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--samples", type=int, default=256, help="samples per task")
         parser.add_argument("--threshold", type=float, default=0.1, help="xi level for the area")
         parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="grid rows in parallel threads (e.g. 2 with --threads 1 on a 2-core CPU)",
+        )
+        parser.add_argument(
             "--finetuned",
             metavar="A,B",
             help="two fine-tuned checkpoints to use instead of the "
