@@ -145,7 +145,9 @@ def test_forget_lowers_the_target_and_shows_images(base):
     assert len(gallery) == 6
     image, caption = gallery[0]
     assert image.ndim == 3 and image.shape[2] == 3
-    assert caption.startswith("true ") and "| before " in caption and "| after " in caption
+    true_name, before, after = caption.split(" | ")
+    assert true_name in _service(base).source.classnames("task0")
+    assert before[-1] in "\u2713\u2717" and after[-1] in "\u2713\u2717"
     sta = forget_tab.forget_config(base, "task0", "sta", "lp", 1.0, 0.5, 8, 0, 0)
     figure = forget_tab.negation_curve(sta)
     assert any(getattr(s, "line", None) is not None for s in figure.layout.shapes)

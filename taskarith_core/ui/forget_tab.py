@@ -127,10 +127,8 @@ def forget_gallery(cfg: RunConfig, count: int = GALLERY_SIZE) -> list[tuple[np.n
     names = service.source.classnames(target)
     out = []
     for image, label, b, a in zip(images, labels, before, after):
-        marks = ["ok" if guess == label else "x" for guess in (b, a)]
-        caption = (
-            f"true {names[label]} | before {names[b]} ({marks[0]}) | after {names[a]} ({marks[1]})"
-        )
+        marks = ["\u2713" if guess == label else "\u2717" for guess in (b, a)]
+        caption = f"{names[label]} | {names[b]} {marks[0]} | {names[a]} {marks[1]}"
         out.append((image, caption))
     return out
 
@@ -177,7 +175,7 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
                 label="Before (theta_pre) and after", elem_id="forget-table", interactive=False
             )
             gallery = gr.Gallery(
-                label="Target test images: true | before | after",
+                label="Target test images: true label | before | after",
                 columns=4,
                 height="auto",
                 elem_id="forget-gallery",
@@ -191,7 +189,9 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
         cfg = forget_config(source, *values)
         result, text = run_forget(cfg, progress)
         shown = result.assign(
-            before=(result["before"] * 100).round(2), after=(result["after"] * 100).round(2)
+            before=(result["before"] * 100).round(2),
+            after=(result["after"] * 100).round(2),
+            ratio=result["ratio"].round(3),
         )
         return text, shown, forget_gallery(cfg), [write_text("forget_config.json", cfg.to_json())]
 
