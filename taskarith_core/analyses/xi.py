@@ -195,10 +195,13 @@ def _map_rows(row: Callable[[int, Runner], list], count: int, runners: list[Runn
         finally:
             free.put(runner)
 
-    with ThreadPoolExecutor(max_workers=len(runners)) as pool:
+    pool = ThreadPoolExecutor(max_workers=len(runners))
+    try:
         futures = [pool.submit(job, i) for i in range(count)]
         for future in as_completed(futures):
             yield future.result()
+    finally:  # on an error or interrupt, drop the rows not started yet
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _tower_runner(mixer: TowerMixer, batch_size: int, device: Any) -> Runner:
