@@ -106,6 +106,14 @@ def main() -> None:
             *fts,
             out,
         ],
+        "floor with importances (2N+1 files)": [
+            "benchmarks/merge_speed.py",
+            "--floor",
+            pre,
+            *fts,
+            *imps,
+            out,
+        ],
         "task_arithmetic": [
             "-m",
             "taskarith_core",
@@ -163,7 +171,7 @@ def main() -> None:
         wall, rss = run_child(argv)
         floor_s = floor_s or wall
         print(f"{name:38s} {wall:8.1f} {wall / floor_s:8.2f} {rss:12.2f}", flush=True)
-    print("floor for sta reads 2N+1 files; the ratio above is against the N+1-file floor")
+    print("x floor: against the first row; sta reads 2N+1 files, compare it with the second row")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .errors import InputError
 
@@ -142,10 +141,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def save_state_dict(
     state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write a state dict as safetensors atomically (contiguous CPU copies)."""
-    clean = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    """Write a state dict as safetensors atomically, streaming tensor by tensor to the file."""
+    from .safetensors_reader import write_safetensors
+
     with atomic_path(path) as tmp:
-        save_file(clean, str(tmp), metadata=metadata)
+        write_safetensors(state, tmp, metadata)
     return Path(path)
 
 

@@ -18,12 +18,13 @@ import torch
 from .errors import InputError
 from .select import kth_smallest
 
-__all__ = ["TORCH_QUANTILE_LIMIT", "linear_quantile"]
+__all__ = ["TORCH_QUANTILE_LIMIT", "check_quantile", "linear_quantile"]
 
 TORCH_QUANTILE_LIMIT = 1 << 24
 
 
-def _check_q(q: float) -> float:
+def check_quantile(q: float) -> float:
+    """p must lie in [0, 1] (NaN included in the refusal)."""
     q = float(q)
     if not 0.0 <= q <= 1.0:
         raise InputError(f"quantile p={q} is outside [0, 1]; choose p between 0 and 1")
@@ -51,7 +52,7 @@ def linear_quantile(
     x: torch.Tensor, q: float, dim: int | None = None, *, limit: int = TORCH_QUANTILE_LIMIT
 ) -> torch.Tensor:
     """The q-quantile of ``x`` over all elements, or along ``dim`` (which is then removed)."""
-    q = _check_q(q)
+    q = check_quantile(q)
     if not x.is_floating_point():
         x = x.float()
     if x.numel() == 0:

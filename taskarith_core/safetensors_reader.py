@@ -1,10 +1,11 @@
-"""A plain-read (no mmap) safetensors reader for streaming over many large files.
+"""Plain-I/O safetensors reading and writing for streaming over many large files.
 
 ``safe_open`` memory-maps the whole file, and every page it touches stays in the process's resident
 set while the file is open: streaming over N checkpoints would show N models of RSS although only
 one tensor per file is in use. This reader parses the documented format (8-byte little-endian header
 length, JSON header, raw little-endian data) and ``readinto``s one tensor at a time. It also checks
 every offset against the file size up front, so truncation is reported before any work.
+:func:`write_safetensors` writes tensor by tensor, without first building the whole file in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["DTYPES", "SafetensorsFile"]
+__all__ = ["DTYPES", "SafetensorsFile", "write_safetensors"]
 
 DTYPES = {
     "F64": torch.float64,
@@ -121,3 +122,31 @@ class SafetensorsFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+
+
+def write_safetensors(
+    state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``state`` in the safetensors format, one tensor's bytes at a time."""
+    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name, tensor in state.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": _NAMES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the format aligns the data to 8 bytes
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        for tensor in state.values():
+            if tensor.numel():
+                data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                handle.write(memoryview(data.numpy()))

@@ -9,13 +9,13 @@ The tensors are read through a callable so a streaming caller can re-read them f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
 from .errors import InputError
 
-__all__ = ["kth_smallest"]
+__all__ = ["kth_smallest", "kth_smallest_many"]
 
 _BINS = 1 << 16
 _SIGN_FLIP = 0x7FFFFFFF
@@ -43,21 +43,40 @@ def _locate(counts: torch.Tensor, k: int) -> tuple[int, int]:
     return bucket, k - before
 
 
+def kth_smallest_many(
+    chunks: Callable[[], Iterable[Sequence[torch.Tensor]]], ks: Sequence[int]
+) -> list[float]:
+    """k-th smallest value of each of several streams read together.
+
+    ``chunks()`` yields, step by step, one tensor per stream (e.g. one tensor name of N task
+    vectors), so a caller that reads N files tensor by tensor reads each file only twice in all.
+    """
+    ks = list(ks)
+    high_counts = torch.zeros(len(ks), _BINS, dtype=torch.int64)
+    totals = [0] * len(ks)
+    for step in chunks():
+        for index, chunk in enumerate(step):
+            keys = _ordered_keys(chunk.cpu())
+            high_counts[index] += torch.bincount(keys >> 16, minlength=_BINS)
+            totals[index] += keys.numel()
+    located = []
+    for index, (k, total) in enumerate(zip(ks, totals)):
+        if not 1 <= k <= total:
+            raise InputError(f"rank k={k} is outside 1..{total}")
+        located.append(_locate(high_counts[index], k))
+    low_counts = torch.zeros(len(ks), _BINS, dtype=torch.int64)
+    for step in chunks():
+        for index, chunk in enumerate(step):
+            keys = _ordered_keys(chunk.cpu())
+            in_bucket = keys[(keys >> 16) == located[index][0]]
+            low_counts[index] += torch.bincount(in_bucket & (_BINS - 1), minlength=_BINS)
+    values = []
+    for index, (high, k_inside) in enumerate(located):
+        low, _ = _locate(low_counts[index], k_inside)
+        values.append(_key_to_float((high << 16) | low))
+    return values
+
+
 def kth_smallest(chunks: Callable[[], Iterable[torch.Tensor]], k: int) -> float:
     """The k-th smallest (1-based) of all values yielded by ``chunks()`` (compared in float32)."""
-    high_counts = torch.zeros(_BINS, dtype=torch.int64)
-    total = 0
-    for chunk in chunks():
-        keys = _ordered_keys(chunk.cpu())
-        high_counts += torch.bincount(keys >> 16, minlength=_BINS)
-        total += keys.numel()
-    if not 1 <= k <= total:
-        raise InputError(f"rank k={k} is outside 1..{total}")
-    high, k_inside = _locate(high_counts, k)
-    low_counts = torch.zeros(_BINS, dtype=torch.int64)
-    for chunk in chunks():
-        keys = _ordered_keys(chunk.cpu())
-        in_bucket = keys[(keys >> 16) == high]
-        low_counts += torch.bincount(in_bucket & (_BINS - 1), minlength=_BINS)
-    low, _ = _locate(low_counts, k_inside)
-    return _key_to_float((high << 16) | low)
+    return kth_smallest_many(lambda: ([chunk] for chunk in chunks()), [k])[0]

@@ -56,3 +56,14 @@ def test_pickle_needs_trust(tmp_path):
     with pytest.raises(InputError, match="--trust-pickle"):
         load_state_dict(tmp_path / "m.pt")
     assert torch.equal(load_state_dict(tmp_path / "m.pt", trust_pickle=True)["a"], torch.ones(2))
+
+
+def test_writer_round_trips_through_safetensors(tmp_path):
+    from safetensors import safe_open
+
+    path = tmp_path / "w.safetensors"
+    save_state_dict(STATE, path, metadata={"method": "sta"})
+    with safe_open(str(path), "pt") as handle:
+        assert handle.metadata() == {"method": "sta"}
+        for key, value in STATE.items():
+            assert torch.equal(handle.get_tensor(key), value)

@@ -32,14 +32,26 @@ def test_minmax_normalise_and_constant_tensor_is_zero():
 
 def test_fusion_masks_by_hand_median():
     # p = 0.5, N = 3: T is the middle value; ties at the top (element 3) select nobody
-    assert _as_lists(sta_fusion_masks(IMPORTANCES, 0.5)) == [[0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]]
+    assert _as_lists(sta_fusion_masks(IMPORTANCES, 0.5)) == [
+        [0, 0, 0, 0],
+        [1, 1, 0, 0],
+        [0, 0, 1, 0],
+    ]
 
 
 def test_fusion_masks_by_hand_p0_p1_and_interpolated():
-    assert _as_lists(sta_fusion_masks(IMPORTANCES, 0.0)) == [[0, 1, 1, 1], [1, 1, 0, 0], [1, 0, 1, 1]]
+    assert _as_lists(sta_fusion_masks(IMPORTANCES, 0.0)) == [
+        [0, 1, 1, 1],
+        [1, 1, 0, 0],
+        [1, 0, 1, 1],
+    ]
     assert _as_lists(sta_fusion_masks(IMPORTANCES, 1.0)) == [[0, 0, 0, 0]] * 3
     # p = 0.75: L_p = 2.5, T halfway between 2nd and 3rd smallest
-    assert _as_lists(sta_fusion_masks(IMPORTANCES, 0.75)) == [[0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]]
+    assert _as_lists(sta_fusion_masks(IMPORTANCES, 0.75)) == [
+        [0, 0, 0, 0],
+        [1, 1, 0, 0],
+        [0, 0, 1, 0],
+    ]
 
 
 def test_fusion_masks_constant_importance_never_wins():
@@ -112,3 +124,23 @@ def test_attention_weights_are_projection_weights_only():
     assert is_attention_weight("visual.transformer.resblocks.0.attn.out_proj.weight")
     assert not is_attention_weight("visual.transformer.resblocks.0.attn.in_proj_bias")
     assert not is_attention_weight("visual.transformer.resblocks.0.mlp.c_fc.weight")
+
+
+@pytest.mark.parametrize("n_tasks", [2, 3, 6, 8, 20])
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0])
+def test_fusion_masks_equal_the_torch_quantile_threshold(n_tasks, p):
+    gen = torch.Generator().manual_seed(n_tasks)
+    imps = [{KEY: torch.rand(40, 30, generator=gen).round(decimals=1)} for _ in range(n_tasks)]
+    stacked = torch.stack([minmax_normalise(i[KEY]) for i in imps])
+    threshold = torch.quantile(stacked.double(), p, dim=0, interpolation="linear")
+    expected = stacked.double() > threshold  # ties included: values are rounded to 0.1 steps
+    got = torch.stack([m[KEY] for m in sta_fusion_masks(imps, p)])
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.5, 0.9, 0.99, 1.0])
+def test_negation_mask_equals_the_torch_quantile_threshold(p):
+    values = torch.rand(5000, generator=torch.Generator().manual_seed(1)).round(decimals=2)
+    normalised = minmax_normalise(values)
+    expected = normalised.double() > torch.quantile(normalised.double(), p)
+    assert torch.equal(sta_negation_mask({KEY: values}, p)[KEY], expected)

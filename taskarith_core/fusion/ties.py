@@ -1,34 +1,21 @@
 """TIES-Merging (Yadav et al. 2023): trim, elect sign, disjoint mean.
 
 Trimming keeps each task vector's top-k fraction by magnitude over the *whole* vector, so the
-threshold is a global statistic: :func:`ties_threshold` computes it (the streaming driver does so in
-a first pass over the files), and the per-tensor rule only compares against it.
+threshold is a global statistic: :func:`ties_thresholds` computes it (the streaming driver does so
+in two passes over the files before merging), and the per-tensor rule only compares against it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
-from ..select import kth_smallest
+from ..select import kth_smallest_many
 from ..taskvec import StateDict, is_editable
 from ._per_tensor import apply_per_tensor, work_dtype
 
-__all__ = ["ties_merge", "ties_threshold", "ties_thresholds"]
-
-
-def ties_threshold(magnitudes: Callable[[], Iterable[torch.Tensor]], k: float) -> float:
-    """Smallest |tau| kept when keeping the top fraction k (values equal to it are kept too).
-
-    ``magnitudes()`` yields |tau| tensor by tensor; it is called twice (exact radix select), so a
-    whole task vector is never held in memory at once.
-    """
-    total = sum(m.numel() for m in magnitudes())
-    kept = int(round(k * total))
-    if kept <= 0:
-        return float("inf")
-    return kth_smallest(magnitudes, total - kept + 1)
+__all__ = ["ties_merge", "ties_thresholds"]
 
 
 def ties_thresholds(
@@ -36,16 +23,26 @@ def ties_thresholds(
     finetuned: Sequence[Mapping[str, torch.Tensor]],
     k: float,
 ) -> list[float]:
-    """One trim threshold per task over all its editable tensors."""
+    """Per task, the smallest |tau| kept when keeping the top fraction k of the whole vector.
 
-    def magnitudes(ft: Mapping[str, torch.Tensor]) -> Callable[[], Iterable[torch.Tensor]]:
-        return lambda: (
-            (ft[key].to(work_dtype(pre)) - pre.to(work_dtype(pre))).abs()
-            for key, pre in pretrained.items()
-            if is_editable(pre)
-        )
+    Values equal to the threshold are kept too. Two passes of an exact radix select read every
+    tensor name once per pass from all checkpoints together (a streaming caller reads each file
+    twice); no whole task vector is ever held in memory.
+    """
+    sizes = {key: value.numel() for key, value in pretrained.items() if is_editable(value)}
+    keys = list(sizes)
 
-    return [ties_threshold(magnitudes(ft), k) for ft in finetuned]
+    def magnitudes():
+        for key in keys:
+            pre = pretrained[key]
+            dtype = work_dtype(pre)
+            yield [(ft[key].to(dtype) - pre.to(dtype)).abs() for ft in finetuned]
+
+    total = sum(sizes.values())
+    kept = int(round(k * total))
+    if kept <= 0:
+        return [float("inf")] * len(finetuned)
+    return kth_smallest_many(magnitudes, [total - kept + 1] * len(finetuned))
 
 
 def ties_merge(
@@ -64,10 +61,9 @@ def ties_merge(
     def rule(_key: str, _pre: torch.Tensor, taus: list[torch.Tensor]) -> torch.Tensor:
         trimmed = torch.stack([tau * (tau.abs() >= limit) for tau, limit in zip(taus, limits)])
         elected = torch.sign(trimmed.sum(0))
-        agree = (torch.sign(trimmed) == elected) & (trimmed != 0)
+        agree = trimmed * elected > 0  # same sign as elected; zeros never agree
         count = agree.sum(0)
-        total = (trimmed * agree).sum(0)
-        mean = torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
-        return lam * mean
+        total = torch.where(agree, trimmed, 0.0).sum(0)
+        return lam * total / count.clamp(min=1)  # no agreeing value: total is 0
 
     return apply_per_tensor(pretrained, pretrained, finetuned, rule)
