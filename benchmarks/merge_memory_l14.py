@@ -7,6 +7,10 @@ Writes a ViT-L/14 image tower (304M parameters, float32, 1.2 GB) and 8 "fine-tun
 each merge with :func:`taskarith_core.streaming.stream_merge` in a fresh subprocess and reports its
 peak resident set size (``ru_maxrss``) beside the RSS of the bare imports. Target: < 4 GB.
 Files are reused between runs when present; disk needed: ~11 GB (~21 GB with STA).
+
+Measured 2026-11-25 on the 2-core CPU dev machine (shared, load ~5-10), torch 2.14.1, no GPU:
+task_arithmetic 2.6-3.2 GB (51-89 s), ties 3.2 GB (1046 s), sta (amp) 3.3 GB (376 s) -- about
+2.3-3.0 GB anonymous: the merged output (1.13 GB) plus the copy ``save_state_dict`` makes of it.
 """
 
 from __future__ import annotations
