@@ -152,7 +152,27 @@ def _pair_heatmap(
 def _group_grid(groups: list, titles: list[str]) -> go.Figure:
     cols = min(len(groups), 3)
     rows = -(-len(groups) // cols)
-    return make_subplots(rows=rows, cols=cols, subplot_titles=titles)
+    return make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=titles,
+        horizontal_spacing=0.14,
+        vertical_spacing=0.22 if rows > 1 else 0.1,
+    )
+
+
+def _label_panels(fig: go.Figure, groups: list, x_title: str, y_title: str) -> None:
+    """Task matrices read top-down like the papers' heatmaps; axis titles on the outer panels."""
+    cols = min(len(groups), 3)
+    rows = -(-len(groups) // cols)
+    fig.update_yaxes(autorange="reversed")
+    for index in range(len(groups)):
+        row, col = index // cols + 1, index % cols + 1
+        if col == 1:
+            fig.update_yaxes(title_text=y_title, row=row, col=col)
+        if row == rows or index + cols >= len(groups):
+            fig.update_xaxes(title_text=x_title, row=row, col=col)
+    fig.update_layout(height=max(450, 380 * rows + 120), width=max(600, 380 * cols + 160))
 
 
 def cosine_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
@@ -167,8 +187,7 @@ def cosine_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
         fig.add_trace(trace, row=index // 3 + 1, col=index % 3 + 1)
     by = frame["by"].iloc[0] if "by" in frame.columns else "whole"
     fig.update_layout(title=title or f"Cosine similarity between task vectors ({by})")
-    fig.update_xaxes(title_text="task vector")
-    fig.update_yaxes(title_text="task vector")
+    _label_panels(fig, groups, "task vector", "task vector")
     return fig
 
 
@@ -183,8 +202,7 @@ def iou_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
         trace.showscale = index == 0
         fig.add_trace(trace, row=index // 3 + 1, col=index % 3 + 1)
     fig.update_layout(title=title or "Mask intersection over union between tasks")
-    fig.update_xaxes(title_text="mask of task")
-    fig.update_yaxes(title_text="mask of task")
+    _label_panels(fig, groups, "mask of task", "mask of task")
     return fig
 
 
@@ -209,6 +227,7 @@ def localisation_figure(
         xaxis_title="evaluated on task",
         yaxis_title="theta_pre + tau of task",
     )
+    fig.update_yaxes(autorange="reversed")
     return fig
 
 
@@ -228,6 +247,7 @@ def rates_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
         trace = _pair_heatmap(table, SEQUENTIAL, (0.0, 1.0), "rate", "task", layer)
         trace.showscale = index == 0
         fig.add_trace(trace, row=index + 1, col=1)
+    fig.update_yaxes(autorange="reversed")
     fig.update_layout(
         title=title or "Fraction of entries selected per layer", height=260 * len(kinds) + 120
     )
