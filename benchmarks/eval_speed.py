@@ -95,7 +95,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from taskarith_core.device import pick_device
-    from taskarith_core.models.evaluation import evaluate_states
+    from taskarith_core.models.evaluation import evaluate_states, split_tensors
     from taskarith_core.models.importance import fisher_importance, lp_importance
 
     device = pick_device(args.device)
@@ -127,6 +127,9 @@ def main() -> int:
 
     task = source.tasks[0]
     start = time.perf_counter()
+    split_tensors(source, task, "train", max_samples=args.samples)
+    t_train = time.perf_counter() - start
+    start = time.perf_counter()
     lp_importance(source, task, finetuned[0], samples=args.samples, device=device)
     t_lp = time.perf_counter() - start
     start = time.perf_counter()
@@ -143,6 +146,7 @@ def main() -> int:
         f"  ({images / statistics.median(warm):.0f} images/s; mean accuracy "
         f"{first['accuracy'].mean():.3f})"
     )
+    print(f"Ns={args.samples} training samples of one task (first access): {t_train:.3f} s")
     print(f"lp importance, Ns={args.samples}, one task: {t_lp:.3f} s")
     print(f"fisher importance, Ns={args.samples}, one task: {t_fisher:.3f} s")
     return 0
