@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..io import PICKLE_SUFFIXES, load_state_dict, save_state_dict
 from ..keys import VISUAL_PREFIX
 from ..models.clip import check_compatible
-from .safe_unpickle import load_pickled_module_state
+from .safe_unpickle import load_pickled_module_state, refuse_torchscript
 
 __all__ = [
     "FORMATS",
@@ -185,6 +185,7 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, t
             f"{path}: is a pickle file, which can run arbitrary code when loaded; pass "
             "--trust-pickle (or trust_pickle: true in the manifest) only if you trust its source"
         )
+    refuse_torchscript(path)
     try:
         return load_state_dict(path, trust_pickle=True)
     except InputError as plain_error:  # a whole module, or a dict holding more than tensors

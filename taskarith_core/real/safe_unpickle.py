@@ -22,7 +22,13 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["ALLOWED_STUB_MODULES", "PickledObject", "RefusedGlobal", "load_pickled_module_state"]
+__all__ = [
+    "ALLOWED_STUB_MODULES",
+    "PickledObject",
+    "RefusedGlobal",
+    "load_pickled_module_state",
+    "refuse_torchscript",
+]
 
 #: Classes from these modules (and their submodules) load as inert :class:`PickledObject` stand-ins.
 ALLOWED_STUB_MODULES = (
@@ -137,15 +143,23 @@ def _tensors_of(root: Any, path: Path) -> dict[str, torch.Tensor]:
     )
 
 
-def load_pickled_module_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a pickled module (``torch.save(module)``), keyed like ``module.state_dict()``."""
-    path = Path(path)
+def refuse_torchscript(path: Path) -> None:
+    """torch.load hands TorchScript archives to torch.jit.load even with weights_only=True, which
+    runs the archive's TorchScript ``__setstate__`` code: refuse them before any load."""
+    if not zipfile.is_zipfile(path):
+        return
     with zipfile.ZipFile(path) as archive:
         if any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist()):
             raise InputError(
                 f"{path}: is a TorchScript archive (e.g. OpenAI's original release), which is not "
-                "unpickled here; load it with open_clip and save its state_dict() to safetensors"
+                "loaded here; load it with open_clip and save its state_dict() to safetensors"
             )
+
+
+def load_pickled_module_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a pickled module (``torch.save(module)``), keyed like ``module.state_dict()``."""
+    path = Path(path)
+    refuse_torchscript(path)
     try:
         root = torch.load(
             path, map_location="cpu", pickle_module=_PICKLE_MODULE, weights_only=False
