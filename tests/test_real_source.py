@@ -190,3 +190,20 @@ def test_real_manifest_loads():
     task = source.tasks[0]
     assert set(source.load_finetuned(task)) == set(pre)
     assert source.head(task).shape[0] == len(source.classnames(task))
+
+
+def test_pretrained_without_text_tower_asks_for_text_weights(b32):
+    root, tuned = b32
+    visual = {k: v for k, v in tuned.items() if k.startswith("visual.")}
+    save_state_dict(visual, root / "tower_only.safetensors")
+    path = _manifest(root, pretrained="tower_only.safetensors", cache_dir="cache4")
+    with pytest.raises(InputError, match="text_weights"):
+        load_manifest_source(path).load_pretrained()
+    path = _manifest(
+        root,
+        pretrained="tower_only.safetensors",
+        text_weights="pre.safetensors",
+        cache_dir="cache4",
+    )
+    pre = load_manifest_source(path).load_pretrained()
+    assert torch.equal(pre["visual.conv1.weight"], tuned["visual.conv1.weight"])

@@ -273,6 +273,12 @@ def convert_checkpoint(
     state = _fill_missing(state, {k: v for k, v in (fill or {}).items() if k in reference})
     if not state:
         raise InputError(f"{path}: holds no image-tower tensor (no 'visual.*' or HF key)")
+    text_missing = [k for k in reference if not k.startswith(VISUAL_PREFIX) and k not in state]
+    if not visual_only and text_missing:
+        raise InputError(
+            f"{path}: lacks the text tower ({text_missing[0]!r}) that zero-shot heads need; give a "
+            "whole CLIP as pretrained, or add text_weights: FILE (a whole CLIP) to the manifest"
+        )
     check_compatible(reference, state, f"{path} (as {arch})")
     clean = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     meta = {"source": str(path), "arch": arch, "format": fmt}
