@@ -46,6 +46,18 @@ def minmax_normalise(importance: torch.Tensor) -> torch.Tensor:
     return (values - low) / span
 
 
+def _stack_normalised(importances: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Eq. 13 for N tasks at once, in place on one stacked copy (values as minmax_normalise)."""
+    stacked = torch.stack([imp.float() for imp in importances])
+    rows = stacked.view(stacked.shape[0], -1)
+    low, high = rows.amin(dim=1), rows.amax(dim=1)
+    span = high - low
+    constant = ~(span > 0) | ~torch.isfinite(span)
+    rows.sub_(low.unsqueeze(1)).div_(torch.where(constant, 1.0, span).unsqueeze(1))
+    rows[constant] = 0.0
+    return stacked
+
+
 def lower_rank(n: int, p: float) -> int:
     """0-based index of I*_floor(L_p) among n sorted values: floor((n - 1) p) (Eq. 15)."""
     check_quantile(p)
@@ -80,7 +92,7 @@ def sta_fusion_masks_for_tensor(
     I'_i > I*_b. Comparing against that order statistic gives Eq. 17's mask in exact arithmetic,
     free of the rounding of the interpolated threshold.
     """
-    stacked = torch.stack([minmax_normalise(imp) for imp in importances])
+    stacked = _stack_normalised(importances)
     lower = _order_statistic(stacked, lower_rank(stacked.shape[0], p))
     return list(stacked > lower.unsqueeze(0))
 

@@ -144,3 +144,15 @@ def test_negation_mask_equals_the_torch_quantile_threshold(p):
     normalised = minmax_normalise(values)
     expected = normalised.double() > torch.quantile(normalised.double(), p)
     assert torch.equal(sta_negation_mask({KEY: values}, p)[KEY], expected)
+
+
+def test_stacked_normalisation_equals_per_tensor():
+    from taskarith_core.masks import _stack_normalised
+
+    imps = [
+        torch.tensor([[1.0, 5.0], [3.0, 2.0]]),
+        torch.full((2, 2), 4.0),
+        torch.tensor([[0.0, -1.0], [2.0, 8.0]]),
+    ]
+    expected = torch.stack([minmax_normalise(i) for i in imps])
+    assert torch.equal(_stack_normalised(imps), expected)

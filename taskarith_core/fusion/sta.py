@@ -24,9 +24,9 @@ def sta_merge(
 
     def rule(key: str, _pre: torch.Tensor, taus: list[torch.Tensor]) -> torch.Tensor:
         masks = sta_fusion_masks_for_tensor([imp[key].to(taus[0].device) for imp in importances], p)
-        total = torch.zeros_like(taus[0])
-        for tau, mask in zip(taus, masks):
-            total += tau * mask
+        total = taus[0].mul_(masks[0])  # the taus are fresh per-tensor copies: reuse them
+        for tau, mask in zip(taus[1:], masks[1:]):
+            total.add_(tau.mul_(mask))
         return total
 
     return apply_per_tensor(pretrained, pretrained, finetuned, rule)
