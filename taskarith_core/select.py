@@ -9,6 +9,7 @@ The tensors are read through a callable so a streaming caller can re-read them f
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -18,21 +19,23 @@ from .errors import InputError
 __all__ = ["kth_smallest", "kth_smallest_many"]
 
 _BINS = 1 << 16
-_SIGN_FLIP = 0x7FFFFFFF
-_OFFSET = 1 << 31
+_HALF = 1 << 15
 
 
-def _ordered_keys(values: torch.Tensor) -> torch.Tensor:
-    """Map float32 values to int64 keys in [0, 2**32) with the same order."""
+def _ordered_bits(values: torch.Tensor) -> torch.Tensor:
+    """float32 bit patterns as int32 keys with the same order (negatives: low 31 bits flipped)."""
     bits = values.detach().to(torch.float32).reshape(-1).view(torch.int32)
-    ordered = torch.where(bits < 0, bits ^ _SIGN_FLIP, bits)
-    return ordered.to(torch.int64) + _OFFSET
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
-def _key_to_float(key: int) -> float:
-    signed = key - _OFFSET
-    bits = signed ^ _SIGN_FLIP if signed < 0 else signed
-    return float(torch.tensor([bits], dtype=torch.int32).view(torch.float32).item())
+def _high(keys: torch.Tensor) -> torch.Tensor:
+    return (keys >> 16) + _HALF  # arithmetic shift keeps the order; bucket in [0, 2**16)
+
+
+def _key_to_float(high: int, low: int) -> float:
+    ordered = (high - _HALF) * _BINS + low
+    bits = ordered ^ 0x7FFFFFFF if ordered < 0 else ordered
+    return struct.unpack("<f", struct.pack("<i", bits))[0]
 
 
 def _locate(counts: torch.Tensor, k: int) -> tuple[int, int]:
@@ -56,8 +59,8 @@ def kth_smallest_many(
     totals = [0] * len(ks)
     for step in chunks():
         for index, chunk in enumerate(step):
-            keys = _ordered_keys(chunk.cpu())
-            high_counts[index] += torch.bincount(keys >> 16, minlength=_BINS)
+            keys = _ordered_bits(chunk.cpu())
+            high_counts[index] += torch.bincount(_high(keys), minlength=_BINS)
             totals[index] += keys.numel()
     located = []
     for index, (k, total) in enumerate(zip(ks, totals)):
@@ -67,13 +70,13 @@ def kth_smallest_many(
     low_counts = torch.zeros(len(ks), _BINS, dtype=torch.int64)
     for step in chunks():
         for index, chunk in enumerate(step):
-            keys = _ordered_keys(chunk.cpu())
-            in_bucket = keys[(keys >> 16) == located[index][0]]
+            keys = _ordered_bits(chunk.cpu())
+            in_bucket = keys[_high(keys) == located[index][0]]
             low_counts[index] += torch.bincount(in_bucket & (_BINS - 1), minlength=_BINS)
     values = []
     for index, (high, k_inside) in enumerate(located):
         low, _ = _locate(low_counts[index], k_inside)
-        values.append(_key_to_float((high << 16) | low))
+        values.append(_key_to_float(high, low))
     return values
 
 

@@ -59,11 +59,15 @@ def ties_merge(
     )
 
     def rule(_key: str, _pre: torch.Tensor, taus: list[torch.Tensor]) -> torch.Tensor:
-        trimmed = torch.stack([tau * (tau.abs() >= limit) for tau, limit in zip(taus, limits)])
-        elected = torch.sign(trimmed.sum(0))
-        agree = trimmed * elected > 0  # same sign as elected; zeros never agree
-        count = agree.sum(0)
-        total = torch.where(agree, trimmed, 0.0).sum(0)
-        return lam * total / count.clamp(min=1)  # no agreeing value: total is 0
+        # taus are fresh per-tensor copies: trim them in place, accumulate without stacking
+        trimmed = [tau.mul_(tau.abs() >= limit) for tau, limit in zip(taus, limits)]
+        elected = torch.sign(sum(trimmed[1:], trimmed[0].clone()))
+        total = torch.zeros_like(elected)
+        count = torch.zeros_like(elected)
+        for values in trimmed:
+            agree = values * elected > 0  # same sign as elected; zeros never agree
+            total.add_(values.mul_(agree))
+            count.add_(agree)
+        return total.div_(count.clamp_(min=1)).mul_(lam)  # no agreeing value: total is 0
 
     return apply_per_tensor(pretrained, pretrained, finetuned, rule)
