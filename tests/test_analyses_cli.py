@@ -118,3 +118,16 @@ def test_kernel_overlays_paradigms(cli, tmp_path):
     assert cli("kernel", "--paradigms", "full,talos", "--max-samples", "8", "--out", str(out)) == 0
     frame = pd.read_csv(out / "kernel.csv")
     assert list(dict.fromkeys(frame["label"])) == ["tiny/full", "tiny/talos"]
+
+
+def test_stability_writes_both_tables(cli, tmp_path, capsys):
+    out = tmp_path / "stab"
+    argv = ["--metric", "random", "--ns-values", "1,2", "--tasks", "task0,task1", "--out", str(out)]
+    assert cli("stability", *argv) == 0
+    assert {p.name for p in out.iterdir()} == {
+        "stability.csv",
+        "stability_iou.csv",
+        "stability.html",
+        "stability_iou.html",
+    }
+    assert "mask IoU between Ns" in capsys.readouterr().out

@@ -83,3 +83,15 @@ def test_importance_stability_reference_iou_is_one(tiny):
     ref = frame[frame["samples"] == 2]
     assert ref["iou_vs_reference"].to_numpy() == pytest.approx([1.0, 1.0, 1.0])
     assert set(frame["task"]) == {"task0", "task1", "mean"}
+
+
+def test_pairwise_ns_iou(tiny):
+    from taskarith_core.analyses.geometry import ns_mask_iou
+
+    frame = ns_mask_iou(tiny, "amp", (4, 2), tasks=["task0", "task1"], p=0.5)
+    assert set(frame["task"]) == {"task0", "task1", "mean"}
+    assert len(frame) == 3 * 4  # 2 x 2 pairs of Ns per task and for the mean
+    same = frame[frame["samples_a"] == frame["samples_b"]]
+    assert same["iou"].to_numpy() == pytest.approx(1.0)
+    # amp does not read data: every Ns gives the same masks
+    assert frame["iou"].to_numpy() == pytest.approx(1.0)

@@ -191,18 +191,21 @@ def cosine_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
     return fig
 
 
-def iou_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Mask IoU between tasks (TaLoS Fig. 11), whole model or per group."""
+def iou_figure(
+    frame: pd.DataFrame, title: str | None = None, axis: str = "mask of task"
+) -> go.Figure:
+    """Mask IoU between tasks (TaLoS Fig. 11), whole model or per group; ``axis`` names what
+    the rows and columns are (e.g. the Ns of each mask)."""
     _require(frame, ["group", "task_a", "task_b", "iou"], "IoU")
     groups = _order(frame["group"])
     fig = _group_grid(groups, [str(g) for g in groups])
     for index, group in enumerate(groups):
         table = _matrix(frame[frame["group"] == group], "task_a", "task_b", "iou")
-        trace = _pair_heatmap(table, SEQUENTIAL, (0.0, 1.0), "IoU", "mask of", "mask of")
+        trace = _pair_heatmap(table, SEQUENTIAL, (0.0, 1.0), "IoU", axis, axis)
         trace.showscale = index == 0
         fig.add_trace(trace, row=index // 3 + 1, col=index % 3 + 1)
     fig.update_layout(title=title or "Mask intersection over union between tasks")
-    _label_panels(fig, groups, "mask of task", "mask of task")
+    _label_panels(fig, groups, axis, axis)
     return fig
 
 

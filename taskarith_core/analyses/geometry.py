@@ -23,6 +23,7 @@ __all__ = [
     "GROUPINGS",
     "localisation_matrix",
     "mask_iou",
+    "ns_mask_iou",
     "rates_table",
     "sta_masks",
     "talos_masks",
@@ -203,3 +204,42 @@ def localisation_matrix(
     out["ratio_finetuned"] = out["accuracy"] / out["finetuned"]
     out["ratio_zeroshot"] = out["accuracy"] / out["zeroshot"]
     return out.assign(label=label or source.name, coefficient=coefficient)
+
+
+def ns_mask_iou(
+    source: Any,
+    metric: str = "lp",
+    sample_counts: Sequence[int] = (8, 16, 32, 64),
+    *,
+    tasks: Sequence[str] | None = None,
+    p: float = 0.7,
+    seed: int = 0,
+    device: Any = "cpu",
+) -> pd.DataFrame:
+    """IoU between the STA masks that each pair of sample counts Ns gives, per task and as the
+    mean over tasks (``task="mean"``): how stable the importance ranking is against Ns."""
+    from ..masks import sta_fusion_masks
+
+    counts = sorted({int(n) for n in sample_counts})
+    if not counts or counts[0] < 1:
+        raise InputError(f"sample counts {list(sample_counts)} must be whole numbers >= 1")
+    tasks = resolve_tasks(source, tasks, minimum=2)
+    pre = source.load_pretrained()
+    masks = {
+        n: sta_fusion_masks(
+            task_importances(
+                source, tasks, metric, samples=n, seed=seed, device=device, pretrained=pre
+            ),
+            p,
+        )
+        for n in counts
+    }
+    rows = []
+    for index, task in enumerate(tasks):
+        pairs = mask_iou({str(n): masks[n][index] for n in counts})
+        for row in pairs.itertuples():
+            rows.append((task, int(row.task_a), int(row.task_b), row.iou))
+    frame = pd.DataFrame(rows, columns=["task", "samples_a", "samples_b", "iou"])
+    mean = frame.groupby(["samples_a", "samples_b"], as_index=False)["iou"].mean()
+    frame = pd.concat([frame, mean.assign(task="mean")], ignore_index=True)
+    return frame.assign(metric=metric, p=p)

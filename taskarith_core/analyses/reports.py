@@ -336,23 +336,38 @@ def _scaling(opts, source, device, progress) -> Result:
 
 def _stability(opts, source, device, progress) -> Result:
     from . import figures
+    from .geometry import ns_mask_iou
     from .sweeps import importance_stability
 
+    common = dict(tasks=_tasks(opts.tasks), p=opts.p, seed=opts.seed, device=device)
     frame = importance_stability(
         source,
         opts.metric,
         opts.ns_values,
-        tasks=_tasks(opts.tasks),
-        p=opts.p,
-        seed=opts.seed,
         split=opts.split,
-        device=device,
         max_samples=opts.max_samples,
         progress=progress,
+        **common,
     )
+    pairs = ns_mask_iou(source, opts.metric, opts.ns_values, **common)
     mean = frame[frame["task"] == "mean"][["samples", "iou_vs_reference", "accuracy", "normalised"]]
     text = f"stability of {opts.metric} against Ns on {source.name} (STA p={opts.p})\n"
-    return Result({"stability": frame}, figures.stability_figure(frame), text + _table(mean))
+    text += _table(mean) + "\nmask IoU between Ns values (mean over tasks):\n"
+    text += _matrix(pairs[pairs["task"] == "mean"], "samples_a", "samples_b", "iou")
+    heat = pairs[pairs["task"] == "mean"].rename(
+        columns={"samples_a": "task_a", "samples_b": "task_b"}
+    )
+    iou_fig = figures.iou_figure(
+        heat.assign(group="mean over tasks"),
+        f"STA mask IoU between sample counts Ns ({opts.metric}, p={opts.p}), {source.name}",
+        axis="mask from Ns samples",
+    )
+    return Result(
+        {"stability": frame, "stability_iou": pairs},
+        figures.stability_figure(frame),
+        text,
+        {"stability_iou": iou_fig},
+    )
 
 
 REPORTS: dict[str, Callable[..., Result]] = {
