@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
@@ -21,6 +22,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def _paradigm_list(text: str) -> list[str]:
+    from ..zoo import PARADIGMS
+
+    chosen = [p for p in text.split(",") if p]
+    unknown = [p for p in chosen if p not in PARADIGMS]
+    if unknown or not chosen:
+        raise InputError(f"unknown paradigm {text!r}: use a comma-separated subset of {PARADIGMS}")
+    return chosen
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -40,6 +51,8 @@ def _run_build(args: argparse.Namespace) -> int:
     if args.fresh:
         shutil.rmtree(staging, ignore_errors=True)
     spec = MINI_SPEC if args.mini else ZOO_SPEC
+    if args.paradigms:
+        spec = replace(spec, paradigms=tuple(_paradigm_list(args.paradigms)))
     build_zoo(staging, spec, tqdm_progress("zoo build"), device)
     if not args.no_card:
         from ..zoo.card import write_card
@@ -60,10 +73,7 @@ def _run_card(args: argparse.Namespace) -> int:
     from ..zoo.card import write_card
 
     root = Path(args.root) if args.root else ZOO_ROOT
-    paradigms = args.paradigms.split(",") if args.paradigms else list(PARADIGMS)
-    unknown = [p for p in paradigms if p not in PARADIGMS]
-    if unknown:
-        raise InputError(f"unknown paradigm {unknown[0]!r}: use {', '.join(PARADIGMS)}")
+    paradigms = _paradigm_list(args.paradigms) if args.paradigms else list(PARADIGMS)
     torch.set_num_threads(args.threads)
     write_card(root, tqdm_progress("zoo card"), pick_device(args.device), paradigms=paradigms)
     print(f"card written to {root / 'card.json'}")
@@ -96,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--out", help="output folder (default: the shipped assets/zoo)")
     build.add_argument("--mini", action="store_true", help="the 2-task miniature zoo of the tests")
     build.add_argument("--no-card", action="store_true", help="skip measuring the card")
+    build.add_argument("--paradigms", help="comma-separated subset to fine-tune (default: all)")
     build.add_argument(
         "--fresh", action="store_true", help="discard an interrupted build instead of resuming it"
     )

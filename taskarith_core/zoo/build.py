@@ -45,9 +45,9 @@ class ZooSpec:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: dict[str, FinetuneConfig] = field(
         default_factory=lambda: {
-            "full": FinetuneConfig(steps=120, lr=1e-3, warmup=12),
-            "attention": FinetuneConfig(steps=100, lr=2e-3, warmup=10),
-            "talos": FinetuneConfig(steps=100, lr=2e-3, warmup=10),
+            "full": FinetuneConfig(steps=300, lr=1e-3, warmup=30),
+            "attention": FinetuneConfig(steps=250, lr=2e-3, warmup=25),
+            "talos": FinetuneConfig(steps=250, lr=2e-3, warmup=25),
         }
     )
     talos: TalosConfig = field(default_factory=TalosConfig)

@@ -310,6 +310,10 @@ def recipe_notes(root: str | Path) -> list[str]:
         f"sparsity k={talos['sparsity']}, {talos['rounds']} rounds of "
         f"{talos['batches_per_round']}x{talos['batch_size']} examples (the paper: 10x128), soft "
         f"mask {talos['soft']}, gradients masked (Eq. 8).",
+        "**Directions measured here** that earlier probes (width 128, 6 tasks; shared/DESIGN.md "
+        "section 5) had not covered: TaLoS sparse fine-tuning (paradigm `talos`), and 8 tasks "
+        "with a closely related pair. Not measured: a deeper and wider tower pretrained longer "
+        "(its pretraining did not fit the 2-core CPU budget of a build).",
     ]
 
 
