@@ -31,11 +31,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def warm_up(source: dict) -> None:
-    """Import the engine and open the default source while the first visitor reads the page."""
+    """Import the engine, open the default source and compute what the first Run needs (reference
+    accuracies, lp importances) while the first visitor reads the page."""
     from taskarith_core.ui.common import config_from_source, explorer
+    from taskarith_core.ui.merge_tab import PAGE_EVAL_SAMPLES
 
     try:
-        explorer(config_from_source(source))
+        explorer(config_from_source(source)).warm(PAGE_EVAL_SAMPLES)
     except Exception:  # noqa: BLE001 - the page reports the same problem to the user on load
         return
 

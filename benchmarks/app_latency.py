@@ -42,7 +42,7 @@ def _row(
     """One result line. On a shared machine wall time grows with the load; CPU time does not."""
     verdict = "ok" if seconds < target else "OVER"
     cpu_text = f"cpu {cpu:7.3f} s" if cpu is not None else " " * 13
-    line = f"{name:<44} wall {seconds:8.3f} s  {cpu_text}  target < {target:>4.0f} s  {verdict}"
+    line = f"{name:<56} wall {seconds:8.3f} s  {cpu_text}  target < {target:>4.0f} s  {verdict}"
     print(f"{line}  {note}")
 
 
@@ -103,9 +103,10 @@ def page_latencies(args: argparse.Namespace) -> None:
     tasks = service.tasks
     print(f"source {service.source.name}: {len(tasks)} tasks; opened in {first:.2f} s")
 
-    def merge_cfg(method: str, p: float, lam: float):
+    def merge_cfg(method: str, p: float, lam: float, images: int = merge_tab.PAGE_EVAL_SAMPLES):
+        """The Merge tab's defaults: lp, Ns 32, the page's evaluation images per task."""
         return merge_tab.merge_config(
-            source, tasks, method, "lp", p, 0.2, lam, 32, 0.5, 2, 0.4, 0, 0, "test"
+            source, tasks, method, "lp", p, 0.2, lam, 32, 0.5, 2, 0.4, 0, images, "test"
         )
 
     cold, _ = _timed(merge_tab.run_merge, merge_cfg("sta", 0.8, 0.3), [])
@@ -114,36 +115,52 @@ def page_latencies(args: argparse.Namespace) -> None:
         cold,
         3.0,
         "includes lp importance of every task and the reference accuracies",
+        cpu=CPU_SECONDS["last"],
     )
-    ta = [
-        _timed(merge_tab.run_merge, merge_cfg("task_arithmetic", 0.5, lam), [])[0]
-        for lam in (0.15, 0.25, 0.35, 0.45)
-    ]
+    ta, cpu = _median_of(
+        lambda lam: merge_tab.run_merge(merge_cfg("task_arithmetic", 0.5, lam), []),
+        (0.15, 0.25, 0.35, 0.45),
+    )
     _row(
         "merge + evaluate all tasks (TA, new lambda)",
         statistics.median(ta),
         3.0,
         f"median of 4, max {max(ta):.3f} s",
+        cpu=cpu,
     )
-    sta = [_timed(merge_tab.run_merge, merge_cfg("sta", p, 0.3), [])[0] for p in (0.2, 0.45, 0.95)]
+    sta, cpu = _median_of(
+        lambda p: merge_tab.run_merge(merge_cfg("sta", p, 0.3), []), (0.2, 0.45, 0.95)
+    )
     _row(
         "merge + evaluate all tasks (STA, new p)",
         statistics.median(sta),
         3.0,
         f"median of 3, max {max(sta):.3f} s",
+        cpu=cpu,
+    )
+
+    whole, _ = _timed(merge_tab.run_merge, merge_cfg("task_arithmetic", 0.5, 0.3, 0), [])
+    whole, _ = _timed(merge_tab.run_merge, merge_cfg("task_arithmetic", 0.5, 0.55, 0), [])
+    _row(
+        "  same, whole test split (0 = all images)",
+        whole,
+        3.0,
+        "reference warm",
+        cpu=CPU_SECONDS["last"],
     )
 
     masks_inputs = (tasks, "sta", "lp")
     update_masks(source, "all", *masks_inputs, 0.5, 0.9, 32, 0)  # importances are warm now
-    moves = [
-        _timed(update_masks, source, "all", *masks_inputs, p, 0.9, 32, 0)[0]
-        for p in (0.1, 0.3, 0.55, 0.7, 0.85)
-    ]
+    moves, cpu = _median_of(
+        lambda p: update_masks(source, "all", *masks_inputs, p, 0.9, 32, 0),
+        (0.1, 0.3, 0.55, 0.7, 0.85),
+    )
     _row(
         "move p -> new masks heatmap + IoU",
         statistics.median(moves),
         1.0,
         f"median of 5, max {max(moves):.3f} s",
+        cpu=cpu,
     )
 
     grid, _ = _timed(

@@ -251,3 +251,12 @@ def test_uploaded_forgetting_config_restores_the_forget_tab(base):
     assert forget_tab.forget_config(source, *controls) == cfg
     with pytest.raises(InputError, match="Merge tab"):
         forget_tab.forget_controls_from_config(_merge_cfg(base))
+
+
+def test_warm_computes_reference_and_importances_once(base):
+    service = _service(base)
+    service.warm(None, metric="amp")
+    before = dict(service.counts)
+    service.warm(None, metric="amp")
+    assert dict(service.counts) == before
+    assert ("task0", "amp", 0, 0) in service._importance

@@ -22,7 +22,12 @@ from .common import (
     write_figure_html,
     write_text,
 )
-from .merge_tab import IMPORTANCE_LABELS, read_uploaded_config, source_settings
+from .merge_tab import (
+    IMPORTANCE_LABELS,
+    PAGE_EVAL_SAMPLES,
+    read_uploaded_config,
+    source_settings,
+)
 
 __all__ = [
     "NEGATE_LABELS",
@@ -165,7 +170,9 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
             p = gr.Slider(0, 1, value=0.9, step=0.01, label="Quantile p (STA)")
             samples = gr.Slider(1, 256, value=32, step=1, label="Ns")
             seed = gr.Number(0, precision=0, label="Seed")
-            max_samples = gr.Number(0, precision=0, label="Evaluation images per task (0 = all)")
+            max_samples = gr.Number(
+                PAGE_EVAL_SAMPLES, precision=0, label="Evaluation images per task (0 = all)"
+            )
             run = gr.Button("Forget", variant="primary", elem_id="forget-run")
             sweep = gr.Button("Sweep lambda / p")
             upload = gr.UploadButton("Load run config (JSON)", file_types=[".json"])

@@ -38,6 +38,7 @@ from .results import (
 __all__ = [
     "IMPORTANCE_LABELS",
     "METHOD_LABELS",
+    "PAGE_EVAL_SAMPLES",
     "build_merge_tab",
     "controls_from_config",
     "fraction_text",
@@ -47,6 +48,9 @@ __all__ = [
     "save_merged_model",
     "source_settings",
 ]
+
+#: evaluation images per task the page starts with (0 = all): keeps merge + evaluate interactive
+PAGE_EVAL_SAMPLES = 500
 
 METHOD_LABELS = [
     ("STA (quantile p, no coefficient)", "sta"),
@@ -163,7 +167,10 @@ def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
                 )
                 seed = gr.Number(0, precision=0, label="Seed (importance samples, DARE, random)")
                 max_samples = gr.Number(
-                    0, precision=0, label="Evaluation images per task (0 = all)"
+                    PAGE_EVAL_SAMPLES,
+                    precision=0,
+                    label="Evaluation images per task (0 = the whole split)",
+                    info="a seeded subset keeps a run interactive; it is recorded in the config",
                 )
                 split = gr.Radio(["test", "val"], value="test", label="Evaluation split")
             run = gr.Button("Run", variant="primary", elem_id="merge-run")

@@ -241,6 +241,13 @@ class Explorer:
 
         return self._evals.get(("negate",) + cfg.key(), compute)
 
+    def warm(self, max_samples: int | None, metric: str = "lp", samples: int = 32) -> None:
+        """Compute what the first Run needs (reference accuracies, the default importance) so a
+        visitor does not wait for it; the per-key locks make a concurrent request share it."""
+        self.reference("test", max_samples)
+        for task in self.tasks:
+            self.importance(task, metric, samples, 0)
+
     def memo(self, key: tuple, compute):
         """Cache any other result of this source (analyses, sweeps) under ``key``."""
         return self._misc.get(key, compute)
