@@ -8,9 +8,10 @@ each merge with :func:`taskarith_core.streaming.stream_merge` in a fresh subproc
 peak resident set size (``ru_maxrss``) beside the RSS of the bare imports. Target: < 4 GB.
 Files are reused between runs when present; disk needed: ~11 GB (~21 GB with STA).
 
-Measured 2026-11-25 on the 2-core CPU dev machine (shared, load ~5-10), torch 2.14.1, no GPU:
-task_arithmetic 2.6-3.2 GB (51-89 s), ties 3.2 GB (1046 s), sta (amp) 3.3 GB (376 s) -- about
-2.3-3.0 GB anonymous: the merged output (1.13 GB) plus the copy ``save_state_dict`` makes of it.
+Measured 2026-11-25 on the 2-core CPU dev machine (shared, load ~5-10), torch 2.14.1, no GPU,
+after the streaming writer landed (commit faa6cdb): task_arithmetic 2.6 GB (83 s), sta with amp
+importances 3.0 GB (300 s), ties 2.7 GB (547 s); 2.4-2.8 GB of it anonymous, file-backed ~0.37 GB.
+Before it (save_state_dict cloned the output): 2.6-3.2 / 3.3 / 3.2 GB.
 """
 
 from __future__ import annotations
