@@ -138,9 +138,16 @@ class RunConfig:
     def used_params(self) -> tuple[str, ...]:
         return METHOD_PARAMS[(self.action, self.method)]
 
-    def key(self) -> tuple:
-        """Cache key: the source, the tasks, and only the settings this method reads."""
-        params = tuple((name, getattr(self, name)) for name in self.used_params())
+    def key(self, p_rank: int | None = None) -> tuple:
+        """Cache key: the source, the tasks, and only the settings this method reads.
+
+        ``p_rank`` replaces p when the caller knows that only the quantile's lower rank matters
+        (STA fusion: with N tasks, p values with the same floor((N-1) p) give the same masks).
+        """
+        params = tuple(
+            (name, getattr(self, name)) if name != "p" or p_rank is None else ("p_rank", p_rank)
+            for name in self.used_params()
+        )
         return (
             self.source_key(),
             self.action,

@@ -119,10 +119,12 @@ def test_eight_concurrent_users_each_get_their_own_answer(served):
 def test_masks_and_forget_endpoints(served):
     url, _ = served
     client = Client(url, verbose=False)
-    heatmap, iou, summary, tensor = client.predict(
+    heatmap, summary, tensor = client.predict(
         "all", TASKS, "sta", "lp", 0.6, 0.9, 8, 0, api_name="/masks"
     )
     assert summary.startswith("Kept per task") and heatmap is not None
+    iou = client.predict("all", TASKS, "sta", "lp", 0.6, 0.9, 8, 0, api_name="/masks_iou")
+    assert iou is not None
     text, table, gallery, files = client.predict(
         "task0", "task_arithmetic", "lp", 1.0, 0.9, 8, 0, 0, api_name="/forget"
     )

@@ -97,6 +97,11 @@ def test_moving_p_recomputes_masks_not_importances(base):
     assert after["evaluation"] == before["evaluation"] + 1
     merge_tab.run_merge(_merge_cfg(base, "sta", p=0.9, lam=1.7), [])  # lambda unused by STA
     assert dict(service.counts)["evaluation"] == after["evaluation"]
+    masks_before = dict(service.counts)["masks"]
+    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.6), [])  # floor(2 * 0.6) = floor(2 * 0.9)
+    masks_tab.mask_views(masks_tab.mask_config(base, TASKS, "sta", "lp", 0.55, 0.9, 8, 0), "all")
+    assert dict(service.counts)["evaluation"] == after["evaluation"]
+    assert dict(service.counts)["masks"] == masks_before
 
 
 def test_fraction_kept_beside_p_matches_the_masks(base):
@@ -112,7 +117,8 @@ def test_fraction_kept_beside_p_matches_the_masks(base):
 
 def test_masks_views_heatmap_iou_and_drill_down(base):
     cfg = masks_tab.mask_config(base, TASKS, "sta", "lp", 0.5, 0.9, 8, 0)
-    rates, iou, summary, tensors = masks_tab.mask_views(cfg, "all")
+    rates, summary, tensors = masks_tab.mask_views(cfg, "all")
+    iou = masks_tab.iou_view(cfg)
     assert {trace.type for trace in rates.data} == {"heatmap"}
     assert len(rates.data) >= 3  # one panel per tensor kind
     attention, *_ = masks_tab.mask_views(cfg, "attention")

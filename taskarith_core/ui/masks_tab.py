@@ -22,7 +22,10 @@ __all__ = [
     "mask_config",
     "mask_images",
     "mask_summary",
+    "iou_view",
     "mask_views",
+    "masks_html",
+    "update_iou",
     "update_masks",
 ]
 
@@ -60,26 +63,30 @@ def mask_config(
     )
 
 
-def mask_views(cfg: RunConfig, kind: str) -> tuple[Any, Any, str, list[str]]:
-    """(rates heatmap, IoU heatmap, summary line, tensor names) at the config's p or k."""
-    from ..analyses.figures import iou_figure, rates_figure
-    from ..analyses.geometry import mask_iou, rates_table
+def mask_views(cfg: RunConfig, kind: str) -> tuple[Any, str, list[str]]:
+    """(selection-rate heatmap, summary line, tensor names) at the config's p or k."""
+    from ..analyses.figures import rates_figure
+    from ..analyses.geometry import rates_table
 
     service = explorer(cfg)
     masks = service.masks(cfg)
-    rates = service.memo(("rates", _mask_key(cfg)), lambda: rates_table(masks, "block"))
-    iou = service.memo(("iou", _mask_key(cfg)), lambda: mask_iou(masks))
+    rates = service.memo(("rates", service.mask_key(cfg)), lambda: rates_table(masks, "block"))
     shown = rates if kind == "all" else rates[rates["kind"] == kind]
     if shown.empty:
         raise InputError(f"no tensor of kind {kind!r} in this model; pick another kind")
-    title = _title(cfg)
     tensors = [key for key, value in next(iter(masks.values())).items() if value.dim() >= 1]
-    return rates_figure(shown, title), iou_figure(iou, title), mask_summary(masks), tensors
+    return rates_figure(shown, _title(cfg)), mask_summary(masks), tensors
 
 
-def _mask_key(cfg: RunConfig) -> tuple:
-    level = cfg.k if cfg.method == "talos_mask" else cfg.p
-    return (cfg.method, tuple(cfg.tasks), cfg.importance, cfg.samples, cfg.seed, level)
+def iou_view(cfg: RunConfig) -> Any:
+    """Mask IoU between every pair of tasks (drawn after the heatmap: it costs more)."""
+    from ..analyses.figures import iou_figure
+    from ..analyses.geometry import mask_iou
+
+    service = explorer(cfg)
+    masks = service.masks(cfg)
+    iou = service.memo(("iou", service.mask_key(cfg)), lambda: mask_iou(masks))
+    return iou_figure(iou, _title(cfg))
 
 
 def _title(cfg: RunConfig) -> str:
@@ -132,19 +139,23 @@ def _to_image(values: Any) -> np.ndarray:
 
 @user_errors
 def update_masks(source: dict | None, kind: str, *values: Any) -> tuple:
-    """Callback of every Masks control: heatmap, IoU, summary line, tensor list."""
-    cfg = mask_config(source, *values)
-    rates_fig, iou_fig, text, names = mask_views(cfg, kind)
-    return rates_fig, iou_fig, text, gr.update(choices=names)
+    """Callback of every Masks control: heatmap, summary line, tensor list (then the IoU)."""
+    rates_fig, text, names = mask_views(mask_config(source, *values), kind)
+    return rates_fig, text, gr.update(choices=names)
+
+
+@user_errors
+def update_iou(source: dict | None, kind: str, *values: Any) -> Any:
+    return iou_view(mask_config(source, *values))
 
 
 @user_errors
 def masks_html(source: dict | None, kind: str, *values: Any) -> list[str]:
     """Both figures as self-contained HTML, written only when asked (each is ~4 MB of plotly)."""
-    rates_fig, iou_fig, _, _ = mask_views(mask_config(source, *values), kind)
+    cfg = mask_config(source, *values)
     return [
-        write_figure_html("mask_rates.html", rates_fig),
-        write_figure_html("mask_iou.html", iou_fig),
+        write_figure_html("mask_rates.html", mask_views(cfg, kind)[0]),
+        write_figure_html("mask_iou.html", iou_view(cfg)),
     ]
 
 
@@ -174,23 +185,25 @@ def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
             gallery = gr.Gallery(label="Mask of each task (white = kept)", columns=3, height="auto")
     controls = [tasks, mask_kind, importance, p, k, samples, seed]
 
-    outputs = [heatmap, iou, summary, tensor]
+    inputs = [source_state, kind, *controls]
+    outputs = [heatmap, summary, tensor]
     for control in (*controls, kind):
         control.change(
             update_masks,
-            [source_state, kind, *controls],
+            inputs,
             outputs,
             trigger_mode="always_last",
             show_progress="minimal",
             api_visibility="private",
-        )
+        ).then(update_iou, inputs, iou, api_visibility="private", show_progress="minimal")
 
     @user_errors
     def on_tensor(source, name, *values):
         return mask_images(mask_config(source, *values), name)
 
     tensor.change(on_tensor, [source_state, tensor, *controls], gallery, api_name="mask_images")
-    inputs = [source_state, kind, *controls]
-    refresh.click(update_masks, inputs, outputs, api_name="masks")
+    refresh.click(update_masks, inputs, outputs, api_name="masks").then(
+        update_iou, inputs, iou, api_name="masks_iou"
+    )
     html.click(masks_html, inputs, files, api_name="masks_html")
-    return {"tasks": tasks, "controls": controls, "inputs": inputs, "outputs": outputs}
+    return {"tasks": tasks, "controls": controls, "inputs": inputs, "outputs": outputs, "iou": iou}

@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..runconfig import RunConfig
 from .common import DEFAULT_SOURCE, config_from_source, explorer, user_errors
 from .forget_tab import build_forget_tab
-from .masks_tab import build_masks_tab, update_masks
+from .masks_tab import build_masks_tab, update_iou, update_masks
 from .merge_tab import build_merge_tab
 
 __all__ = ["build_page", "describe_source", "initial_tasks", "load_source"]
@@ -132,7 +132,9 @@ def build_page(
         demo.load(
             on_load, [kind, paradigm, manifest, source_state], outputs, api_visibility="private"
         )
-        masks_tab.select(update_masks, masks["inputs"], masks["outputs"], api_visibility="private")
+        masks_tab.select(
+            update_masks, masks["inputs"], masks["outputs"], api_visibility="private"
+        ).then(update_iou, masks["inputs"], masks["iou"], api_visibility="private")
     return demo
 
 

@@ -16,14 +16,17 @@ from ..device import pick_device
 from ..errors import InputError
 from ..fusion import merge, negate
 from ..importance import compute_importance
-from ..masks import Mask, sta_fusion_masks, sta_negation_mask
+from ..masks import Mask, lower_rank, sta_fusion_masks, sta_negation_mask
 from ..models.source import ModelSource
 from ..progress import Progress, no_progress
 from ..runconfig import RunConfig
 from ..taskvec import StateDict
 from .cache import Memo
 
-__all__ = ["Explorer"]
+__all__ = ["MODEL_METRICS", "Explorer"]
+
+#: importance metrics that run the model on Ns samples (the others ignore Ns)
+MODEL_METRICS = ("lp", "fisher", "lp_amp")
 
 
 class Explorer:
@@ -71,7 +74,7 @@ class Explorer:
     def importance(self, task: str, metric: str, samples: int, seed: int) -> StateDict:
         """I_t of one task. Model-based metrics also go through the model engine's disk cache
         (a restarted page or the CLI reuses them); model-free ones ignore Ns."""
-        model_based = metric in ("lp", "fisher", "lp_amp")
+        model_based = metric in MODEL_METRICS
         key = (task, metric, samples if model_based else 0, seed)
 
         def compute() -> StateDict:
@@ -88,26 +91,40 @@ class Explorer:
         return self._importance.get(key, compute)
 
     # --- masks and edited models -----------------------------------------------------------
+    def mask_key(self, cfg: RunConfig, tasks: Sequence[str] | None = None) -> tuple:
+        """What the masks of ``cfg`` depend on. STA masks depend on p only through the lower rank
+        floor((N-1) p) (masks.lower_rank), so a slider move within one step reuses them."""
+        chosen = self.resolve_tasks(tasks if tasks is not None else cfg.tasks)
+        samples = cfg.samples if cfg.importance in MODEL_METRICS else 0
+        if cfg.method == "talos_mask":
+            level: tuple = ("k", cfg.k)
+        else:
+            level = ("rank", lower_rank(len(chosen), cfg.p))
+        return (tuple(chosen), cfg.importance, samples, cfg.seed, level)
+
     def masks(self, cfg: RunConfig, tasks: Sequence[str] | None = None) -> dict[str, Mask]:
         """Per-task masks of an STA (p) or TaLoS-mask (k) run: what the Masks tab draws."""
         chosen = self.resolve_tasks(tasks if tasks is not None else cfg.tasks)
-        kind = "talos_mask" if cfg.method == "talos_mask" else "sta"
-        level = cfg.k if kind == "talos_mask" else cfg.p
-        key = (kind, tuple(chosen), cfg.importance, cfg.samples, cfg.seed, level)
 
         def compute() -> dict[str, Mask]:
             imps = [self.importance(t, cfg.importance, cfg.samples, cfg.seed) for t in chosen]
-            if kind == "talos_mask":
+            if cfg.method == "talos_mask":
                 from ..analyses.sweeps import fisher_bottom_k_masks
 
-                return dict(zip(chosen, fisher_bottom_k_masks(imps, level)))
-            return dict(zip(chosen, sta_fusion_masks(imps, level)))
+                return dict(zip(chosen, fisher_bottom_k_masks(imps, cfg.k)))
+            return dict(zip(chosen, sta_fusion_masks(imps, cfg.p)))
 
-        return self._masks.get(key, compute)
+        return self._masks.get(self.mask_key(cfg, chosen), compute)
+
+    def result_key(self, cfg: RunConfig) -> tuple:
+        """Cache key of a merged model / its accuracies (an STA merge: p through its rank)."""
+        if cfg.action == "merge" and cfg.method == "sta":
+            return cfg.key(p_rank=lower_rank(len(self.resolve_tasks(cfg.tasks)), cfg.p))
+        return cfg.key()
 
     def merged_state(self, cfg: RunConfig, progress: Progress = no_progress) -> StateDict:
         """The merged image tower of a merge config (or the edited one of a negation config)."""
-        return self._states.get(cfg.key(), lambda: self._edit(cfg, progress))
+        return self._states.get(self.result_key(cfg), lambda: self._edit(cfg, progress))
 
     def _edit(self, cfg: RunConfig, progress: Progress) -> StateDict:
         if cfg.action == "negate":
@@ -212,7 +229,7 @@ class Explorer:
             table["zeroshot_normalised"] = table["zeroshot"] / table["finetuned"]
             return table
 
-        return self._evals.get(("merge",) + cfg.key(), compute)
+        return self._evals.get(("merge",) + self.result_key(cfg), compute)
 
     def run_negation(self, cfg: RunConfig, progress: Progress = no_progress) -> pd.DataFrame:
         """Forgetting: target and control accuracy of the pretrained and the edited model."""
