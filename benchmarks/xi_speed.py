@@ -47,7 +47,7 @@ def _zoo_run(args) -> tuple[tuple[float, float], str]:
 
 def _synthetic_run(args) -> tuple[tuple[float, float], str]:
     from taskarith_core.analyses._common import TowerMixer
-    from taskarith_core.analyses.xi import XiGrid, xi_from_runner
+    from taskarith_core.analyses.xi import CPU_BATCH, XiGrid, xi_from_runner
     from taskarith_core.models.clip import build_visual_tower, register_arch
     from taskarith_core.models.evaluation import batched_logits
     from taskarith_core.zoo.arch import ARCH_NAME, model_config
@@ -73,7 +73,9 @@ def _synthetic_run(args) -> tuple[tuple[float, float], str]:
         mixer = TowerMixer(tower, pre, vectors)
 
         def run(a1, a2, images, head):
-            return batched_logits(mixer.set((a1, a2)), images, head, batch_size=1024, device="cpu")
+            return batched_logits(
+                mixer.set((a1, a2)), images, head, batch_size=CPU_BATCH, device="cpu"
+            )
 
         return run
 
