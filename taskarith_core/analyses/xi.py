@@ -124,14 +124,19 @@ class _Outputs:
         self.run = run
         self.data = list(task_data)
         self.kept = {} if kept is None else kept
+        self.stacked: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def get(self, a1: float, a2: float, need: tuple[int, ...] = (0, 1)) -> list:
         found = {t: self.kept.get((a1, a2, t)) for t in need}
         missing = [t for t, v in found.items() if v is None]
         if missing:
-            images = torch.cat([self.data[t][0] for t in missing])
-            head = torch.cat([self.data[t][1] for t in missing])
-            out = self.run(a1, a2, images, head)
+            key = tuple(missing)
+            if key not in self.stacked:  # concatenated once, not once per model
+                self.stacked[key] = (
+                    torch.cat([self.data[t][0] for t in missing]),
+                    torch.cat([self.data[t][1] for t in missing]),
+                )
+            out = self.run(a1, a2, *self.stacked[key])
             row = col = 0
             for t in missing:
                 n, c = len(self.data[t][0]), self.data[t][1].shape[0]
