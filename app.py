@@ -27,6 +27,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--zoo-root", default=None, help="another zoo folder (default assets/zoo)")
     parser.add_argument("--manifest", default=None, help="open a manifest instead of the zoo")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads per computation (default 1: fastest when users or other jobs share the "
+        "cores; raise it on an otherwise idle many-core machine)",
+    )
     return parser.parse_args(argv)
 
 
@@ -44,6 +51,8 @@ def warm_up(source: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # torch reads this when it is first imported (in the warm-up thread, after the page is up)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, args.threads)))
     from taskarith_core.ui.page import build_page
 
     source = {

@@ -60,7 +60,17 @@ def cold_start(args: argparse.Namespace) -> tuple[float, float]:
     extra = ["--zoo-root", args.zoo_root] if args.zoo_root else []
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--paradigm", args.paradigm, *extra],
+        [
+            sys.executable,
+            "app.py",
+            "--port",
+            str(port),
+            "--paradigm",
+            args.paradigm,
+            *extra,
+            "--threads",
+            str(args.threads),
+        ],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -203,7 +213,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo-root", default=None, help="zoo folder (default: assets/zoo)")
     parser.add_argument("--paradigm", default="full", choices=["full", "attention", "talos"])
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, as app.py's default")
     args = parser.parse_args()
     os.environ.setdefault("TASKARITH_CACHE", tempfile.mkdtemp(prefix="taskarith_bench_"))
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
