@@ -59,7 +59,9 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def zoo_args(request) -> list[str]:
-    """The shipped zoo if it is built, else the miniature one from conftest."""
+    """$TASKARITH_BROWSER_ZOO, else the shipped zoo if it is built, else the miniature one."""
+    if os.environ.get("TASKARITH_BROWSER_ZOO"):
+        return ["--zoo-root", os.environ["TASKARITH_BROWSER_ZOO"]]
     if (SHIPPED_ZOO / "tasks.json").is_file():
         return []
     return ["--zoo-root", str(request.getfixturevalue("mini_zoo_root"))]
