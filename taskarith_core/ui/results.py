@@ -109,7 +109,7 @@ def history_row(cfg: RunConfig, table: pd.DataFrame, run: int) -> dict[str, Any]
     """One line of the runs table: the settings the method used and the accuracies."""
     row: dict[str, Any] = {
         "run": run,
-        "source": cfg.source_key()[1] if cfg.source == "zoo" else str(cfg.manifest),
+        "source": f"zoo/{cfg.paradigm}" if cfg.source == "zoo" else str(cfg.manifest),
         "method": cfg.method,
         "settings": ", ".join(f"{n}={getattr(cfg, n)}" for n in cfg.used_params()),
         "tasks": len(table),
