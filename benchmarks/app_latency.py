@@ -101,10 +101,7 @@ def _median_of(call, values) -> tuple[list[float], float]:
 def page_latencies(args: argparse.Namespace) -> None:
     import torch
 
-    from taskarith_core.ui import merge_tab
     from taskarith_core.ui.common import config_from_source, explorer
-    from taskarith_core.ui.masks_tab import update_iou, update_masks
-    from taskarith_core.ui.xi_tab import xi_views
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,6 +109,14 @@ def page_latencies(args: argparse.Namespace) -> None:
     first, service = _timed(explorer, config_from_source(source))
     tasks = service.tasks
     print(f"source {service.source.name}: {len(tasks)} tasks; opened in {first:.2f} s")
+    merge_latencies(source, tasks)
+    mask_latencies(source, tasks)
+    xi_latency(source, tasks, args.paradigm)
+
+
+def merge_latencies(source: dict, tasks: list[str]) -> None:
+    """Merge + evaluate through the Merge tab's ``run_merge`` (cold, then new lambda / p)."""
+    from taskarith_core.ui import merge_tab
 
     def merge_cfg(method: str, p: float, lam: float, images: int = merge_tab.PAGE_EVAL_SAMPLES):
         """The Merge tab's defaults: lp, Ns 32, the page's evaluation images per task."""
@@ -159,6 +164,11 @@ def page_latencies(args: argparse.Namespace) -> None:
         cpu=CPU_SECONDS["last"],
     )
 
+
+def mask_latencies(source: dict, tasks: list[str]) -> None:
+    """Moving p on the Masks tab: the heatmap callback, then the IoU drawn after it."""
+    from taskarith_core.ui.masks_tab import update_iou, update_masks
+
     masks_inputs = (tasks, "sta", "lp")
     update_masks(source, "all", *masks_inputs, 0.5, 0.9, 32, 0)  # importances are warm now
     # 8 tasks: floor(7 p) differs between these p values, so every move builds new masks
@@ -186,12 +196,17 @@ def page_latencies(args: argparse.Namespace) -> None:
     )
     _row("move p within the same rank (masks reused)", statistics.median(same), 1.0, cpu=cpu)
 
+
+def xi_latency(source: dict, tasks: list[str], paradigm: str) -> None:
+    """One 15 x 15 grid through the Disentanglement tab's ``xi_views``."""
+    from taskarith_core.ui.xi_tab import xi_views
+
     grid, _ = _timed(
         xi_views,
         source,
         tasks[0],
         tasks[1],
-        args.paradigm,
+        paradigm,
         "none",
         "plain",
         "ortiz",

@@ -34,9 +34,11 @@ def base(tmp_path_factory):
     clear_explorers()
 
 
-def _merge_cfg(base, method="task_arithmetic", tasks=TASKS, importance="lp", p=0.5, k=0.2, lam=0.3):
+def _merge_cfg(
+    base, method="task_arithmetic", tasks=TASKS, importance="lp", p=0.5, k=0.2, lam=0.3, seed=0
+):
     return merge_tab.merge_config(
-        base, tasks, method, importance, p, k, lam, 8, 0.5, 2, 0.4, 0, 0, "test"
+        base, tasks, method, importance, p, k, lam, 8, 0.5, 2, 0.4, seed, 0, "test"
     )
 
 
@@ -87,19 +89,21 @@ def test_history_accumulates_runs_side_by_side(base):
 
 def test_moving_p_recomputes_masks_not_importances(base):
     service = _service(base)
-    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.2), [])
+    seed = 7  # keys no other test uses: the counts below see only this test's work
+    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.2, seed=seed), [])
     before = dict(service.counts)
-    cfg = masks_tab.mask_config(base, TASKS, "sta", "lp", 0.9, 0.9, 8, 0)
+    cfg = masks_tab.mask_config(base, TASKS, "sta", "lp", 0.9, 0.9, 8, seed)
     masks_tab.mask_views(cfg, "all")
-    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.9), [])
+    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.9, seed=seed), [])
     after = dict(service.counts)
     assert after["importance"] == before["importance"]
     assert after["evaluation"] == before["evaluation"] + 1
-    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.9, lam=1.7), [])  # lambda unused by STA
+    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.9, lam=1.7, seed=seed), [])  # STA has no lam
     assert dict(service.counts)["evaluation"] == after["evaluation"]
     masks_before = dict(service.counts)["masks"]
-    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.6), [])  # floor(2 * 0.6) = floor(2 * 0.9)
-    masks_tab.mask_views(masks_tab.mask_config(base, TASKS, "sta", "lp", 0.55, 0.9, 8, 0), "all")
+    merge_tab.run_merge(_merge_cfg(base, "sta", p=0.6, seed=seed), [])  # floor(2 * 0.6) = 1
+    cfg = masks_tab.mask_config(base, TASKS, "sta", "lp", 0.55, 0.9, 8, seed)
+    masks_tab.mask_views(cfg, "all")
     assert dict(service.counts)["evaluation"] == after["evaluation"]
     assert dict(service.counts)["masks"] == masks_before
 

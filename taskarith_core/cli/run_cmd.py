@@ -18,7 +18,7 @@ def run_config(config_path: str, out: str | None = None, device: str | None = No
     """Load a config, run it, return the table in percent (what ``run`` prints)."""
     from ..io import atomic_path
     from ..runconfig import load_config
-    from ..ui.results import percent_table
+    from ..ui.results import negation_percent, percent_table
     from ..ui.sources import explorer_for
 
     cfg = load_config(config_path)
@@ -28,10 +28,7 @@ def run_config(config_path: str, out: str | None = None, device: str | None = No
     if cfg.action == "merge":
         table = percent_table(service.run_merge(cfg, tqdm_progress("merge")))
     else:
-        table = service.run_negation(cfg, tqdm_progress("negate"))
-        table = table.assign(
-            before=(table["before"] * 100).round(2), after=(table["after"] * 100).round(2)
-        )
+        table = negation_percent(service.run_negation(cfg, tqdm_progress("negate")))
     if out:
         with atomic_path(out) as tmp:
             table.to_csv(tmp, index=False)

@@ -28,6 +28,7 @@ from .merge_tab import (
     read_uploaded_config,
     source_settings,
 )
+from .results import negation_percent
 
 __all__ = [
     "NEGATE_LABELS",
@@ -195,12 +196,8 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
     def on_run(source, *values, progress=gr.Progress()):  # noqa: B008
         cfg = forget_config(source, *values)
         result, text = run_forget(cfg, progress)
-        shown = result.assign(
-            before=(result["before"] * 100).round(2),
-            after=(result["after"] * 100).round(2),
-            ratio=result["ratio"].round(3),
-        )
-        return text, shown, forget_gallery(cfg), [write_text("forget_config.json", cfg.to_json())]
+        files = [write_text("forget_config.json", cfg.to_json())]
+        return text, negation_percent(result), forget_gallery(cfg), files
 
     run.click(
         on_run, [source_state, *controls], [summary, table, gallery, files], api_name="forget"

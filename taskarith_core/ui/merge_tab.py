@@ -143,80 +143,93 @@ def _downloads(cfg: RunConfig, figure: Any, history: list[dict]) -> list[str]:
     ]
 
 
+def _controls_column(task_names: list[str]) -> dict[str, Any]:
+    """Left column: every setting of a merge run, in RunConfig order, and the Run button."""
+    c: dict[str, Any] = {}
+    c["tasks"] = gr.CheckboxGroup(
+        task_names, value=task_names, label="Tasks", elem_id="merge-tasks"
+    )
+    c["method"] = gr.Dropdown(METHOD_LABELS, value="sta", label="Method", elem_id="merge-method")
+    c["importance"] = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance metric")
+    c["p"] = gr.Slider(0, 1, value=0.8, step=0.01, label="Quantile p (STA)", elem_id="merge-p")
+    c["k"] = gr.Slider(0, 1, value=0.2, step=0.01, label="k (TIES kept / TaLoS frozen)")
+    c["kept"] = gr.Markdown(sta_kept_text(0.8, len(task_names)), elem_id="merge-kept")
+    c["lam"] = gr.Slider(0, 2, value=0.3, step=0.05, label="lambda (task-vector coefficient)")
+    c["samples"] = gr.Slider(1, 256, value=32, step=1, label="Ns (samples for lp / fisher)")
+    with gr.Accordion("Advanced", open=False):
+        c["drop_rate"] = gr.Slider(0, 0.99, value=0.9, step=0.01, label="DARE drop rate")
+        c["agreement"] = gr.Slider(1, 8, value=2, step=1, label="Consensus: min. agreeing tasks")
+        c["tall_lambda"] = gr.Slider(0, 2, value=0.4, step=0.05, label="Consensus: TALL lambda_t")
+        c["seed"] = gr.Number(0, precision=0, label="Seed (importance samples, DARE, random)")
+        c["max_samples"] = gr.Number(
+            PAGE_EVAL_SAMPLES,
+            precision=0,
+            label="Evaluation images per task (0 = the whole split)",
+            info="a seeded subset keeps a run interactive; it is recorded in the config",
+        )
+        c["split"] = gr.Radio(["test", "val"], value="test", label="Evaluation split")
+    c["run"] = gr.Button("Run", variant="primary", elem_id="merge-run")
+    return c
+
+
+def _results_column() -> dict[str, Any]:
+    """Right column: chart, mean, this run's table, all runs, downloads."""
+    r: dict[str, Any] = {}
+    r["chart"] = gr.Plot(label="Per-task accuracy", elem_id="merge-chart")
+    r["mean"] = gr.Markdown(elem_id="merge-mean")
+    r["table"] = gr.Dataframe(
+        pd.DataFrame(columns=["task", *PERCENT_COLUMNS]),
+        label="This run (accuracy in %)",
+        elem_id="merge-table",
+        interactive=False,
+    )
+    r["runs"] = gr.Dataframe(
+        pd.DataFrame(columns=list(HISTORY_COLUMNS)),
+        label="All runs (compare settings; accuracy in %)",
+        elem_id="merge-history",
+        interactive=False,
+    )
+    r["files"] = gr.File(label="Downloads: run config, figure, results CSV", file_count="multiple")
+    with gr.Row():
+        r["model_btn"] = gr.Button("Build merged model (.safetensors)")
+        r["upload"] = gr.UploadButton("Load run config (JSON)", file_types=[".json"])
+    r["model_file"] = gr.File(label="Merged model")
+    return r
+
+
+#: the Merge tab's controls in the order ``merge_config`` takes them
+CONTROL_NAMES = (
+    "tasks",
+    "method",
+    "importance",
+    "p",
+    "k",
+    "lam",
+    "samples",
+    "drop_rate",
+    "agreement",
+    "tall_lambda",
+    "seed",
+    "max_samples",
+    "split",
+)
+
+
 def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
     """Lay out the Merge tab; returns its components (the page wires source changes to them)."""
-    history = gr.State([])
-    last_config = gr.State(None)
+    history, last_config = gr.State([]), gr.State(None)
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            tasks = gr.CheckboxGroup(
-                task_names, value=task_names, label="Tasks", elem_id="merge-tasks"
-            )
-            method = gr.Dropdown(METHOD_LABELS, value="sta", label="Method", elem_id="merge-method")
-            importance = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance metric")
-            p = gr.Slider(0, 1, value=0.8, step=0.01, label="Quantile p (STA)", elem_id="merge-p")
-            k = gr.Slider(0, 1, value=0.2, step=0.01, label="k (TIES kept / TaLoS frozen)")
-            kept = gr.Markdown(sta_kept_text(0.8, len(task_names)), elem_id="merge-kept")
-            lam = gr.Slider(0, 2, value=0.3, step=0.05, label="lambda (task-vector coefficient)")
-            samples = gr.Slider(1, 256, value=32, step=1, label="Ns (samples for lp / fisher)")
-            with gr.Accordion("Advanced", open=False):
-                drop_rate = gr.Slider(0, 0.99, value=0.9, step=0.01, label="DARE drop rate")
-                agreement = gr.Slider(1, 8, value=2, step=1, label="Consensus: min. agreeing tasks")
-                tall_lambda = gr.Slider(
-                    0, 2, value=0.4, step=0.05, label="Consensus: TALL lambda_t"
-                )
-                seed = gr.Number(0, precision=0, label="Seed (importance samples, DARE, random)")
-                max_samples = gr.Number(
-                    PAGE_EVAL_SAMPLES,
-                    precision=0,
-                    label="Evaluation images per task (0 = the whole split)",
-                    info="a seeded subset keeps a run interactive; it is recorded in the config",
-                )
-                split = gr.Radio(["test", "val"], value="test", label="Evaluation split")
-            run = gr.Button("Run", variant="primary", elem_id="merge-run")
+            c = _controls_column(task_names)
         with gr.Column(scale=2):
-            chart = gr.Plot(label="Per-task accuracy", elem_id="merge-chart")
-            mean = gr.Markdown(elem_id="merge-mean")
-            table = gr.Dataframe(
-                pd.DataFrame(columns=["task", *PERCENT_COLUMNS]),
-                label="This run (accuracy in %)",
-                elem_id="merge-table",
-                interactive=False,
-            )
-            runs = gr.Dataframe(
-                pd.DataFrame(columns=list(HISTORY_COLUMNS)),
-                label="All runs (compare settings; accuracy in %)",
-                elem_id="merge-history",
-                interactive=False,
-            )
-            files = gr.File(
-                label="Downloads: run config, figure, results CSV", file_count="multiple"
-            )
-            with gr.Row():
-                model_btn = gr.Button("Build merged model (.safetensors)")
-                upload = gr.UploadButton("Load run config (JSON)", file_types=[".json"])
-            model_file = gr.File(label="Merged model")
-    controls = [
-        tasks,
-        method,
-        importance,
-        p,
-        k,
-        lam,
-        samples,
-        drop_rate,
-        agreement,
-        tall_lambda,
-        seed,
-        max_samples,
-        split,
-    ]
-
-    for slider in (method, p, k, tasks):
-        slider.change(
+            r = _results_column()
+    controls = [c[name] for name in CONTROL_NAMES]
+    kept_inputs = [c["method"], c["p"], c["k"], c["tasks"]]
+    for control in kept_inputs:
+        control.change(
             lambda m, pv, kv, ts: fraction_text(m, pv, kv, len(ts or [])),
-            [method, p, k, tasks],
-            kept,
+            kept_inputs,
+            c["kept"],
             show_progress="hidden",
             api_visibility="private",
         )
@@ -228,25 +241,21 @@ def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
         shown = percent_table(result)
         return figure, mean_text, shown, frame, hist, cfg.to_dict(), _downloads(cfg, figure, hist)
 
-    run.click(
-        on_run,
-        [source_state, history, *controls],
-        [chart, mean, table, runs, history, last_config, files],
-        api_name="merge",
-    )
+    outputs = [r["chart"], r["mean"], r["table"], r["runs"], history, last_config, r["files"]]
+    c["run"].click(on_run, [source_state, history, *controls], outputs, api_name="merge")
 
     @user_errors
     def on_model(cfg_dict, progress=gr.Progress()):  # noqa: B008
         return save_merged_model(cfg_dict, progress)
 
-    model_btn.click(on_model, [last_config], model_file, api_name="merged_model")
+    r["model_btn"].click(on_model, [last_config], r["model_file"], api_name="merged_model")
 
     @user_errors
     def on_upload(path):
         return controls_from_config(read_uploaded_config(path))
 
-    upload.upload(on_upload, upload, [source_state, *controls], api_visibility="private")
-    return {"tasks": tasks, "controls": controls, "history": history, "run": run}
+    r["upload"].upload(on_upload, r["upload"], [source_state, *controls], api_visibility="private")
+    return {"tasks": c["tasks"], "controls": controls, "history": history, "run": c["run"]}
 
 
 def save_merged_model(cfg_dict: dict | None, progress: Any = None) -> str:

@@ -20,7 +20,7 @@ from .forget_tab import build_forget_tab
 from .masks_tab import build_masks_tab, update_iou, update_masks
 from .merge_tab import build_merge_tab
 
-__all__ = ["build_page", "describe_source", "initial_tasks", "load_source"]
+__all__ = ["build_page", "describe_source", "initial_tasks", "load_source", "source_updates"]
 
 #: the shipped zoo (``taskarith_core.zoo.ZOO_ROOT``, not imported: it pulls in torch)
 _DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "assets" / "zoo"
@@ -75,6 +75,36 @@ def initial_tasks(source: dict[str, Any]) -> list[str]:
         return []  # the page shows the reason when it loads (``on_load``)
 
 
+def _source_row(start: dict[str, Any]) -> list[Any]:
+    """The shared model-source picker: kind, zoo paradigm, manifest path, Load button."""
+    with gr.Row(equal_height=True):
+        kind = gr.Radio(
+            [("embedded zoo", "zoo"), ("manifest file", "manifest")],
+            value=start["source"],
+            label="Model source",
+            scale=1,
+        )
+        paradigm = gr.Dropdown(
+            PARADIGM_LABELS, value=start["paradigm"], label="Zoo paradigm", scale=1
+        )
+        manifest = gr.Textbox(
+            start.get("manifest") or "", label="Manifest path (YAML/JSON)", scale=2
+        )
+        load = gr.Button("Load source", scale=0)
+    return [kind, paradigm, manifest, load]
+
+
+def source_updates(source: dict, tasks: list[str], text: str, multi: int, single: list[int]):
+    """Outputs of a source change: state, status, then every task picker's new choices
+    (checkbox groups tick all; single pickers take the task at their index)."""
+    updates = [gr.update(choices=tasks, value=tasks) for _ in range(multi)]
+    updates += [
+        gr.update(choices=tasks, value=tasks[min(i, len(tasks) - 1)] if tasks else None)
+        for i in single
+    ]
+    return [source, text, *updates]
+
+
 def build_page(
     default_source: dict[str, Any] | None = None, task_names: list[str] | None = None
 ) -> gr.Blocks:
@@ -85,20 +115,7 @@ def build_page(
     with gr.Blocks(title="Merge explorer", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         source_state = gr.State(start)
-        with gr.Row(equal_height=True):
-            kind = gr.Radio(
-                [("embedded zoo", "zoo"), ("manifest file", "manifest")],
-                value=start["source"],
-                label="Model source",
-                scale=1,
-            )
-            paradigm = gr.Dropdown(
-                PARADIGM_LABELS, value=start["paradigm"], label="Zoo paradigm", scale=1
-            )
-            manifest = gr.Textbox(
-                start.get("manifest") or "", label="Manifest path (YAML/JSON)", scale=2
-            )
-            load = gr.Button("Load source", scale=0)
+        kind, paradigm, manifest, load = _source_row(start)
         status = gr.Markdown(elem_id="source-status")
         with gr.Tabs():
             with gr.Tab("Merge", id="merge"):
@@ -114,24 +131,13 @@ def build_page(
         @user_errors
         def on_load(kind_value, paradigm_value, manifest_value, base):
             source, tasks, text = load_source(kind_value, paradigm_value, manifest_value, base)
-            updates = [gr.update(choices=tasks, value=tasks) for _ in multi]
-            updates += [
-                gr.update(choices=tasks, value=tasks[min(i, len(tasks) - 1)] if tasks else None)
-                for _, i in single
-            ]
-            return [source, text, *updates]
+            return source_updates(source, tasks, text, len(multi), [i for _, i in single])
 
+        inputs = [kind, paradigm, manifest, source_state]
         outputs = [source_state, status, *multi, *(component for component, _ in single)]
-        load.click(on_load, [kind, paradigm, manifest, source_state], outputs, api_name="load")
-        paradigm.input(
-            on_load,
-            [kind, paradigm, manifest, source_state],
-            outputs,
-            api_visibility="private",
-        )
-        demo.load(
-            on_load, [kind, paradigm, manifest, source_state], outputs, api_visibility="private"
-        )
+        load.click(on_load, inputs, outputs, api_name="load")
+        paradigm.input(on_load, inputs, outputs, api_visibility="private")
+        demo.load(on_load, inputs, outputs, api_visibility="private")
         masks_tab.select(
             update_masks, masks["inputs"], masks["outputs"], api_visibility="private"
         ).then(update_iou, masks["inputs"], masks["iou"], api_visibility="private")

@@ -22,6 +22,7 @@ __all__ = [
     "history_frame",
     "history_row",
     "mean_markdown",
+    "negation_percent",
     "percent_table",
     "sta_fraction_kept",
     "sta_kept_text",
@@ -58,6 +59,15 @@ def sta_kept_text(p: float, n_tasks: int) -> str:
 def percent_table(table: pd.DataFrame) -> pd.DataFrame:
     """Accuracies in percent rounded to 2 decimals: exactly what the page and CLI print."""
     return table.assign(**{c: (table[c] * 100).round(2) for c in PERCENT_COLUMNS if c in table})
+
+
+def negation_percent(table: pd.DataFrame) -> pd.DataFrame:
+    """A forgetting table (before / after on [0, 1]) in percent, as the page and CLI print it."""
+    return table.assign(
+        before=(table["before"] * 100).round(2),
+        after=(table["after"] * 100).round(2),
+        ratio=table["ratio"].round(3),
+    )
 
 
 def accuracy_figure(table: pd.DataFrame, title: str) -> go.Figure:
