@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ __all__ = [
     "file_sha256",
     "load_state_dict",
     "open_safetensors",
+    "refuse_torchscript",
     "save_state_dict",
     "tensor_names",
 ]
@@ -45,12 +47,26 @@ def _require_file(path: Path) -> None:
         raise InputError(f"{path}: is not a file; give the path of a .safetensors file")
 
 
+def refuse_torchscript(path: Path) -> None:
+    """torch.load hands TorchScript archives to torch.jit.load even with weights_only=True, which
+    runs the archive's TorchScript code: refuse them before any load."""
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist()):
+            raise InputError(
+                f"{path}: is a TorchScript archive (e.g. OpenAI's original release), which is not "
+                "loaded here; load it with open_clip and save its state_dict() to safetensors"
+            )
+
+
 def _load_pickle(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
     if not trust_pickle:
         raise InputError(
             f"{path}: is a pickle file, which can run arbitrary code when loaded; convert it to "
             ".safetensors or pass --trust-pickle if you trust its source"
         )
+    refuse_torchscript(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe pickles

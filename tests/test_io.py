@@ -67,3 +67,10 @@ def test_writer_round_trips_through_safetensors(tmp_path):
         assert handle.metadata() == {"method": "sta"}
         for key, value in STATE.items():
             assert torch.equal(handle.get_tensor(key), value)
+
+
+def test_torchscript_archive_is_refused_even_when_trusted(tmp_path):
+    scripted = torch.jit.script(torch.nn.Linear(2, 2))
+    scripted.save(str(tmp_path / "model.pt"))
+    with pytest.raises(InputError, match="TorchScript"):
+        load_state_dict(tmp_path / "model.pt", trust_pickle=True)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import pickle
 import types
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import InputError
+from ..io import refuse_torchscript
 
 __all__ = [
     "ALLOWED_STUB_MODULES",
@@ -141,19 +141,6 @@ def _tensors_of(root: Any, path: Path) -> dict[str, torch.Tensor]:
     raise InputError(
         f"{path}: holds {type(root).__name__}, not a module or a state dict of tensors"
     )
-
-
-def refuse_torchscript(path: Path) -> None:
-    """torch.load hands TorchScript archives to torch.jit.load even with weights_only=True, which
-    runs the archive's TorchScript ``__setstate__`` code: refuse them before any load."""
-    if not zipfile.is_zipfile(path):
-        return
-    with zipfile.ZipFile(path) as archive:
-        if any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist()):
-            raise InputError(
-                f"{path}: is a TorchScript archive (e.g. OpenAI's original release), which is not "
-                "loaded here; load it with open_clip and save its state_dict() to safetensors"
-            )
 
 
 def load_pickled_module_state(path: str | Path) -> dict[str, torch.Tensor]:
