@@ -87,8 +87,16 @@ def test_missing_asset_and_bad_checkpoint(mini_zoo_root, tmp_path):
 def test_cli_info_and_errors(mini_zoo_root, tmp_path, capsys):
     assert main(["zoo", "info", "--root", str(tmp_path)]) == 2
     assert "zoo build" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["zoo", "build", "--threads", "0"])
+    try:
+        code = main(["zoo", "build", "--threads", "0"])
+    except SystemExit as exc:  # argparse usage errors: exit code 2 either way
+        code = exc.code
+    assert code == 2 and "at least 1" in capsys.readouterr().err
+    out = tmp_path / "new_zoo"
+    assert main(["zoo", "build", "--out", str(out), "--paradigms", "lora"]) == 2
+    assert "unknown paradigm" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / ".new_zoo.building").exists()
+    assert main(["zoo", "card", "--root", str(tmp_path), "--paradigms", "full"]) == 2
 
 
 def test_resume_only_with_the_same_recipe(mini_zoo_root, tmp_path):
