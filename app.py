@@ -44,7 +44,7 @@ def warm_up(source: dict) -> None:
     from taskarith_core.ui.merge_tab import PAGE_EVAL_SAMPLES
 
     try:
-        explorer(config_from_source(source)).warm(PAGE_EVAL_SAMPLES)
+        explorer(config_from_source(source)).warm(PAGE_EVAL_SAMPLES or None)
     except Exception:  # noqa: BLE001 - the page reports the same problem to the user on load
         return
 
