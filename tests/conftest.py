@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# Offline, no telemetry, and caches in a private folder so tests never read or fill ~/.cache.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TASKARITH_CACHE", tempfile.mkdtemp(prefix="taskarith-test-cache-"))
 
 
 @pytest.fixture(scope="session")
