@@ -144,9 +144,9 @@ def test_merge_in_the_browser_matches_the_cli(browser_page, tmp_path):
         last.click()  # ... and tick again: a merge needs two tasks
     ticked = names if len(names) == 2 else names[:-1]
     number = page.locator("#merge-p input[type=number]")
-    number.fill("0.3")
+    number.fill("0.85")
     number.press("Enter")
-    _wait_text(page, "#merge-kept", "p = 0.30")
+    _wait_text(page, "#merge-kept", "p = 0.85")
     page.locator("#merge-run").click()
     _wait_text(page, "#merge-mean", "Mean merged accuracy")
     page.wait_for_selector("#merge-chart .js-plotly-plot")
