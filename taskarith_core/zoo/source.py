@@ -34,8 +34,9 @@ def _require(path: Path) -> Path:
 
 
 def _read_json(path: Path) -> dict:
+    text = _require(path).read_text()  # a missing asset says so, not "invalid JSON"
     try:
-        return json.loads(_require(path).read_text())
+        return json.loads(text)
     except ValueError as exc:
         raise InputError(f"{path}: not valid JSON ({exc}); {BUILD_HINT}") from exc
 
