@@ -8,7 +8,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["add_device_flag", "tqdm_progress", "unit_interval", "unit_interval_open"]
+__all__ = [
+    "add_device_flag",
+    "positive_int",
+    "tqdm_progress",
+    "unit_interval",
+    "unit_interval_open",
+]
 
 
 def _float_in(lo: float, hi: float, hi_open: bool) -> Callable[[str], float]:
@@ -28,6 +34,17 @@ def _float_in(lo: float, hi: float, hi_open: bool) -> Callable[[str], float]:
 
 unit_interval = _float_in(0.0, 1.0, hi_open=False)
 unit_interval_open = _float_in(0.0, 1.0, hi_open=True)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (sample counts, threads, steps)."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too few; use at least 1")
+    return value
 
 
 def add_device_flag(parser: argparse.ArgumentParser) -> None:

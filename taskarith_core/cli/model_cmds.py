@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_device_flag, tqdm_progress
+from .common import add_device_flag, positive_int, tqdm_progress
 
 __all__ = ["open_model_source", "register"]
 
@@ -30,16 +30,6 @@ def open_model_source(args: argparse.Namespace) -> Any:
     from ..zoo import load_zoo
 
     return load_zoo(paradigm or "full", root=Path(args.zoo_root) if args.zoo_root else None)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too few; use at least 1")
-    return value
 
 
 def _tasks(source: Any, text: str) -> list[str]:
@@ -170,7 +160,7 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--model", required=True, metavar="M.safetensors", help="image tower")
     ev.add_argument("--tasks", default="all", metavar="A,B,...|all", help="tasks (default all)")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
-    ev.add_argument("--max-samples", type=_positive, metavar="N", help="images per task (all)")
+    ev.add_argument("--max-samples", type=positive_int, metavar="N", help="images per task (all)")
     ev.add_argument(
         "--normalised", action="store_true", help="add accuracy / fine-tuned accuracy per task"
     )
