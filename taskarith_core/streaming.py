@@ -21,6 +21,7 @@ from .errors import InputError
 from .fusion import MERGE_METHODS, NEGATION_METHODS, check_params
 from .io import (
     PICKLE_SUFFIXES,
+    atomic_path,
     check_finite,
     check_writable,
     load_state_dict,
@@ -146,7 +147,7 @@ def _side_files(files: list[TensorFile], n: int, role: str) -> list[TensorFile]:
     raise InputError(f"give one {role} file per fine-tuned model ({n}), got {len(files)}")
 
 
-def _run(pre: TensorFile, device: torch.device | str, progress: Progress, rule) -> dict:
+def _run(pre: TensorFile, progress: Progress, rule) -> dict:
     keys = pre.keys()
     out = {}
     for index, key in enumerate(keys):
@@ -211,7 +212,7 @@ def stream_merge(
             merged = spec.fn(_one(pre, key, device), [_one(f, key, device) for f in fts], **kwargs)
             return merged[key]
 
-        result = _run(pre, device, progress, rule)
+        result = _run(pre, progress, rule)
     return save_state_dict(result, out, metadata={"method": method, "params": json.dumps(full)})
 
 
@@ -261,7 +262,7 @@ def stream_negate(
             )
             return edited[key]
 
-        result = _run(pre, device, progress, rule)
+        result = _run(pre, progress, rule)
     return save_state_dict(result, out, metadata={"method": method, "params": json.dumps(full)})
 
 
@@ -310,8 +311,6 @@ def stream_masks(
     rates = selection_rates(masks)
     meta = {"p": str(p), "tasks": json.dumps(names)}
     if rates_csv is not None:
-        from .io import atomic_path
-
         with atomic_path(rates_csv) as tmp:
             rates.to_csv(tmp, index=False)
     save_state_dict(flatten_masks(masks), out, metadata=meta)
