@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..progress import Progress, no_progress
 from .cache import cache_key, file_digest, load_cached_frame, save_cached_frame
 from .clip import load_visual_state
+from .fast_forward import CPU_CHUNK, chunked, tower_forward
 from .source import SPLITS
 
 __all__ = [
@@ -197,23 +198,27 @@ def batched_logits(
     batch_size: int = 512,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Logits [N, C] = normalise(visual(x)) @ head.T, computed in batches on ``device``."""
+    """Logits [N, C] = normalise(visual(x)) @ head.T, computed in batches on ``device`` (with the
+    functional forward of :mod:`.fast_forward` when it supports the tower)."""
     device = torch.device(device) if device is not None else head.device
     head = head.to(device)
+    forward = tower_forward(visual)
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device, non_blocking=True)
-        out.append(F.normalize(visual(x).float(), dim=-1) @ head.T)
+        out.append(F.normalize(forward(x).float(), dim=-1) @ head.T)
     if not out:
         return torch.empty(0, head.shape[0], device=device)
     return torch.cat(out)
 
 
 @torch.no_grad()
-def _accuracy(visual: nn.Module, batches: Any, head: torch.Tensor, device: torch.device) -> float:
+def _accuracy(forward: Any, batches: Any, head: torch.Tensor, device: torch.device) -> float:
     correct = seen = 0
+    chunk = CPU_CHUNK if device.type == "cpu" else None
     for x, y in batches:
-        logits = F.normalize(visual(x.to(device, non_blocking=True)).float(), dim=-1) @ head.T
+        features = chunked(forward, x.to(device, non_blocking=True), chunk)
+        logits = F.normalize(features.float(), dim=-1) @ head.T
         correct += int((logits.argmax(dim=1).cpu() == y).sum())
         seen += len(y)
     return correct / seen if seen else float("nan")
@@ -249,10 +254,10 @@ def evaluate_states(
     rows, total = [], len(states) * len(tasks)
     with tower_lock(source):  # one tower per source: concurrent page callbacks take turns
         for i, (name, state) in enumerate(states.items()):
-            load_visual_state(visual, state)
+            forward = tower_forward(load_visual_state(visual, state))
             for j, task in enumerate(tasks):
                 batches = task_batches(source, task, split, max_samples, batch_size)
-                rows.append((name, task, split, _accuracy(visual, batches, heads[task], device)))
+                rows.append((name, task, split, _accuracy(forward, batches, heads[task], device)))
                 progress(i * len(tasks) + j + 1, total, f"{name} on {task}")
     return pd.DataFrame(rows, columns=["model", "task", "split", "accuracy"])
 
