@@ -4,7 +4,8 @@ best setting under the rule "control accuracy >= 95% of its zero-shot accuracy" 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -90,27 +91,42 @@ def _side(source, name, tasks, samples, seed, device, pre):
     return {}, {}
 
 
-def _task_rows(source, method, task, values, pre, importance, mask, zero, where) -> list[tuple]:
+@contextlib.contextmanager
+def _edits(source, method, task, pre, side, stream, ctx) -> Iterator[Callable[[float], dict]]:
+    """``value -> edited state`` of one target task: from models in memory, or streamed from the
+    files (:func:`taskarith_core.real.streamed.streamed_negation`) when ``stream``."""
+    if stream:
+        from ..real.streamed import streamed_negation
+
+        with streamed_negation(source, method, task, **ctx) as state:
+            yield state
+        return
+    importances, masks = side
+    ft = source.load_finetuned(task)
+    imp, mask = importances.get(task), masks.get(task)
+    yield lambda value: negated_state(method, pre, ft, value, importance=imp, mask=mask)
+
+
+def _task_rows(source, method, task, values, zero, where, edits) -> list[tuple]:
     """Target and control accuracy of ``task`` negated at each value."""
     control = source.control_task
-    ft = source.load_finetuned(task)
     spec = method_spec(method)
     rows = []
-    for value in values:
-        state = negated_state(method, pre, ft, float(value), importance=importance, mask=mask)
-        acc = _accuracies(source, state, [task, control], *where)
-        rows.append(
-            (
-                method,
-                spec.param,
-                float(value),
-                task,
-                acc[task],
-                zero[task],
-                acc[control],
-                zero[control],
+    with edits as state_for:
+        for value in values:
+            acc = _accuracies(source, state_for(float(value)), [task, control], *where)
+            rows.append(
+                (
+                    method,
+                    spec.param,
+                    float(value),
+                    task,
+                    acc[task],
+                    zero[task],
+                    acc[control],
+                    zero[control],
+                )
             )
-        )
     return rows
 
 
@@ -126,10 +142,14 @@ def negation_sweep(
     samples: int = 32,
     seed: int = 0,
     keep: float = CONTROL_KEEP,
+    stream: bool = False,
     progress: Progress = no_progress,
 ) -> pd.DataFrame:
     """One row per (target task, value): target and control accuracy, their zero-shot values,
-    whether the control rule holds and which value is best for that task."""
+    whether the control rule holds and which value is best for that task.
+
+    ``stream``: build each edited model from the files one tensor at a time (same numbers, one
+    model in memory instead of theta_pre + theta_t + the edit)."""
     spec = method_spec(method)
     if spec.negation is None:
         raise InputError(
@@ -144,20 +164,15 @@ def negation_sweep(
     tasks = resolve_tasks(source, tasks)
     pre = source.load_pretrained()
     zero = _accuracies(source, pre, [*tasks, control], split, device, max_samples)
-    importances, masks = _side(source, method, tasks, samples, seed, device, pre)
+    if stream:
+        pre, side = None, ({}, {})  # the streamed edits read theta_pre from its file
+    else:
+        side = _side(source, method, tasks, samples, seed, device, pre)
+    ctx = {"samples": samples, "seed": seed, "device": device}
     rows = []
     for index, task in enumerate(tasks):
-        rows += _task_rows(
-            source,
-            method,
-            task,
-            values,
-            pre,
-            importances.get(task),
-            masks.get(task),
-            zero,
-            (split, device, max_samples),
-        )
+        edits = _edits(source, method, task, pre, side, stream, ctx)
+        rows += _task_rows(source, method, task, values, zero, (split, device, max_samples), edits)
         progress(index + 1, len(tasks), task)
     columns = [
         "method",

@@ -12,7 +12,8 @@ split, whichever way the test numbers fall (Ilharco et al.; seed 002 A; TaLoS A.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -27,13 +28,15 @@ __all__ = ["addition_protocol", "method_grid", "negation_protocol", "reference_r
 
 
 def _talos_sparsity(source: Any, tasks: Sequence[str]) -> float:
-    """Mean fraction of frozen entries of the source's TaLoS masks (k in TaLoS A.1)."""
+    """Mean fraction of frozen entries of the source's TaLoS masks (k in TaLoS A.1); one mask in
+    memory at a time."""
     from .geometry import talos_masks
 
     kept = total = 0
-    for mask in talos_masks(source, tasks).values():
-        kept += sum(int(v.sum()) for v in mask.values())
-        total += sum(v.numel() for v in mask.values())
+    for task in tasks:
+        for mask in talos_masks(source, [task]).values():
+            kept += sum(int(v.sum()) for v in mask.values())
+            total += sum(v.numel() for v in mask.values())
     return 1.0 - kept / total if total else 0.0
 
 
@@ -71,6 +74,34 @@ def reference_rows(
     out = pd.concat(frames, ignore_index=True)
     means = out.groupby("method", as_index=False, sort=False)[["accuracy", "normalised"]].mean()
     return pd.concat([out, means.assign(task="mean")], ignore_index=True)
+
+
+class _Loaded:
+    """The in-memory path loads theta_pre and every fine-tuned model once for all methods; the
+    streaming path loads none and binds each method to the files."""
+
+    def __init__(self, source: Any, tasks: Sequence[str], stream: bool) -> None:
+        self.source, self.tasks, self.stream = source, list(tasks), stream
+        self.pre = None if stream else source.load_pretrained()
+        self.fts = None if stream else [source.load_finetuned(t) for t in tasks]
+
+    @contextlib.contextmanager
+    def prepare(
+        self, name: str, grid: Sequence[float], samples: int, seed: int, device: Any
+    ) -> Iterator[Any]:
+        if self.stream:
+            from ..real.streamed import streamed_method
+
+            with streamed_method(
+                self.source, name, self.tasks, values=grid, samples=samples, seed=seed,
+                device=device,
+            ) as prep:  # fmt: skip
+                yield prep
+            return
+        yield prepare_method(
+            self.source, name, self.tasks, samples=samples, seed=seed, device=device,
+            pretrained=self.pre, finetuned=self.fts,
+        )  # fmt: skip
 
 
 def _select_addition(val: pd.DataFrame) -> float:
@@ -128,33 +159,27 @@ def addition_protocol(
     samples: int = 32,
     seed: int = 0,
     include_references: bool = True,
+    stream: bool = False,
     progress: Progress = no_progress,
 ) -> pd.DataFrame:
     """Task addition table: per method, the parameter chosen on ``select_split`` and the test
-    accuracy / normalised accuracy per task and their mean (``task="mean"``)."""
+    accuracy / normalised accuracy per task and their mean (``task="mean"``).
+
+    ``stream``: build each merged model from the checkpoint files one tensor at a time
+    (:mod:`taskarith_core.real.streamed`, same numbers), never holding every fine-tuned model."""
     tasks = resolve_tasks(source, tasks, minimum=2)
     for name in methods:
         method_spec(name)
-    pre = source.load_pretrained()
-    fts = [source.load_finetuned(t) for t in tasks]
     frames = []
+    loaded = _Loaded(source, tasks, stream)
     for index, name in enumerate(methods):
-        prep = prepare_method(
-            source,
-            name,
-            tasks,
-            samples=samples,
-            seed=seed,
-            device=device,
-            pretrained=pre,
-            finetuned=fts,
-        )
         grid = method_grid(source, name, tasks, grids)
-        frames.append(
-            _tune_and_report(
-                source, prep, grid, tasks, select_split, report_split, device, max_samples
+        with loaded.prepare(name, grid, samples, seed, device) as prep:
+            frames.append(
+                _tune_and_report(
+                    source, prep, grid, tasks, select_split, report_split, device, max_samples
+                )
             )
-        )
         progress(index + 1, len(methods), name)
     out = pd.concat(frames, ignore_index=True)
     if include_references:
@@ -195,10 +220,13 @@ def negation_protocol(
     max_samples: int | None = None,
     samples: int = 32,
     seed: int = 0,
+    stream: bool = False,
     progress: Progress = no_progress,
 ) -> pd.DataFrame:
     """Task negation table: per method and target task, the value chosen on ``select_split``
-    and the test target / control accuracy, with zero-shot beside them and a mean row."""
+    and the test target / control accuracy, with zero-shot beside them and a mean row.
+
+    ``stream``: edited models are built from the files one tensor at a time (same numbers)."""
     tasks = resolve_tasks(source, tasks)
     frames = []
     for index, name in enumerate(methods):
@@ -210,6 +238,7 @@ def negation_protocol(
             samples=samples,
             seed=seed,
             keep=keep,
+            stream=stream,
         )
         val = negation_sweep(source, name, grid, split=select_split, **common)
         chosen = _chosen_values(val)

@@ -99,10 +99,16 @@ def reproduce(
     max_samples: int | None = None,
     samples: int = 32,
     seed: int = 0,
+    stream: bool | None = None,
     progress: Progress = no_progress,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the protocol on ``source``; return (our full table, comparison with the papers)."""
+    """Run the protocol on ``source``; return (our full table, comparison with the papers).
+
+    ``stream`` (default: for a manifest's checkpoints, not for the small embedded zoo) builds
+    every merged / negated model from the files one tensor at a time, so at most one model copy
+    is held beside the evaluation tower; the numbers are the same either way."""
     from ..analyses.protocol import addition_protocol, negation_protocol
+    from .source import ManifestSource
 
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r}; use addition or negation")
@@ -111,6 +117,8 @@ def reproduce(
             f"{source.name}: negation needs a control set; add `control:` to the manifest"
         )
     run = addition_protocol if protocol == "addition" else negation_protocol
+    if stream is None:
+        stream = isinstance(source, ManifestSource)
     ours = run(
         source,
         list(methods),
@@ -120,6 +128,7 @@ def reproduce(
         max_samples=max_samples,
         samples=samples,
         seed=seed,
+        stream=stream,
         progress=progress,
     )
     used = ",".join(tasks or source.tasks)

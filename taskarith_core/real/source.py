@@ -118,6 +118,11 @@ class ManifestSource(FileSource):
         self._pretrained = self.pretrained_path()
         return super().load_pretrained()
 
+    def talos_mask_path(self, task: str) -> Path | None:
+        """File of the TaLoS mask of ``task``, if any (streamed protocols read it per tensor)."""
+        self._check_task(task, allow_control=False)
+        return self._masks.get(task)
+
     # -- data ----------------------------------------------------------------------------------
     def _open(self, task: str) -> tuple[dict, list[str]]:
         if task not in self._pools:

@@ -1,0 +1,123 @@
+"""Streamed protocols: the same merged models and the same tables as the in-memory path, built
+without ever loading a whole fine-tuned model."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from taskarith_core.analyses.negation import negated_state, negation_sweep
+from taskarith_core.analyses.protocol import addition_protocol, negation_protocol
+from taskarith_core.analyses.sweeps import prepare_method
+from taskarith_core.errors import InputError
+from taskarith_core.real.streamed import streamed_method, streamed_negation
+from tests.tiny_source import make_tiny_source
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_source(tmp_path_factory.mktemp("tiny_streamed"), n_tasks=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_talos(tmp_path_factory):
+    return make_tiny_source(tmp_path_factory.mktemp("tiny_streamed_t"), n_tasks=2, paradigm="talos")
+
+
+def _no_whole_models(source, monkeypatch):
+    """Make any whole-model load during streaming an error."""
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the streamed path loaded a whole model")
+
+    monkeypatch.setattr(source, "load_finetuned", refuse)
+    monkeypatch.setattr(source, "load_pretrained", refuse)
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert list(a) == list(b) or set(a) == set(b)
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize(
+    ("method", "values"),
+    [
+        ("ta", [0.05, 0.3, 1.0]),
+        ("ties", [0.2, 0.7]),
+        ("dare", [0.4]),
+        ("consensus", [0.4]),
+        ("sta-amp", [0.3, 0.7]),
+        ("sta-random", [0.5]),
+        ("sta-lp", [0.7]),
+        ("fisher-mask", [0.1, 0.5, 0.9]),
+    ],
+)
+def test_streamed_merge_equals_in_memory_merge(tiny, monkeypatch, method, values):
+    tasks = tiny.tasks
+    reference = prepare_method(tiny, method, tasks, samples=8)
+    expected = [reference.merge(v) for v in values]
+    with monkeypatch.context() as patch:
+        with streamed_method(tiny, method, tasks, values=values[:1], samples=8) as prep:
+            _no_whole_models(tiny, patch)
+            got = [prep.merge(v) for v in values]
+    for want, have in zip(expected, got):
+        _assert_same(want, have)
+
+
+def test_talos_masked_merge_and_negation_stream_the_same(tiny_talos, monkeypatch):
+    tasks = tiny_talos.tasks
+    reference = prepare_method(tiny_talos, "talos-mask", tasks)
+    pre = tiny_talos.load_pretrained()
+    ft = tiny_talos.load_finetuned(tasks[0])
+    mask = {k: v.bool() for k, v in tiny_talos.talos_mask(tasks[0]).items()}
+    expected_neg = negated_state("talos-mask", pre, ft, 2.0, mask=mask)
+    expected = reference.merge(3.0)
+    with monkeypatch.context() as patch:
+        with streamed_method(tiny_talos, "talos-mask", tasks) as prep:
+            with streamed_negation(tiny_talos, "talos-mask", tasks[0]) as negate:
+                _no_whole_models(tiny_talos, patch)
+                got, got_neg = prep.merge(3.0), negate(2.0)
+    _assert_same(expected, got)
+    _assert_same(expected_neg, got_neg)
+
+
+@pytest.mark.parametrize("method", ["ta", "sta-amp"])
+def test_streamed_negation_equals_in_memory(tiny, method):
+    pre = tiny.load_pretrained()
+    ft = tiny.load_finetuned(tiny.tasks[1])
+    from taskarith_core.analyses._common import task_importances
+
+    imp = task_importances(tiny, [tiny.tasks[1]], "amp")[0] if method == "sta-amp" else None
+    with streamed_negation(tiny, method, tiny.tasks[1]) as negate:
+        for value in (0.3, 0.9):
+            expected = negated_state(method, pre, ft, value, importance=imp)
+            _assert_same(expected, negate(value))
+
+
+def test_addition_table_and_choices_are_the_same_streamed(tiny):
+    grids = {"ta": [0.1, 0.4, 1.0], "ties": [0.3, 1.0], "sta-amp": [0.5, 0.9]}
+    methods = list(grids)
+    memory = addition_protocol(tiny, methods, grids=grids, samples=8)
+    streamed = addition_protocol(tiny, methods, grids=grids, samples=8, stream=True)
+    pd.testing.assert_frame_equal(memory, streamed)
+
+
+def test_negation_table_is_the_same_streamed(tiny):
+    grids = {"ta": [0.2, 0.6, 1.0], "sta-amp": [0.5, 0.9]}
+    memory = negation_protocol(tiny, list(grids), grids=grids)
+    streamed = negation_protocol(tiny, list(grids), grids=grids, stream=True)
+    pd.testing.assert_frame_equal(memory, streamed)
+    sweep = negation_sweep(tiny, "ta", [0.5], split="val", stream=True)
+    assert len(sweep) == len(tiny.tasks)
+
+
+def test_streamed_bad_values_are_refused(tiny):
+    with streamed_method(tiny, "sta-amp", tiny.tasks) as prep:
+        with pytest.raises(InputError, match="outside"):
+            prep.merge(1.5)
+    with pytest.raises(InputError, match="sparsity"):
+        with streamed_method(tiny, "fisher-mask", tiny.tasks, values=[1.0], samples=8):
+            pass
