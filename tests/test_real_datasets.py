@@ -89,3 +89,19 @@ def test_missing_data_is_refused(tmp_path):
         open_pools(spec, tmp_path, "MNIST")
     with pytest.raises(InputError, match="'Food101' is not supported"):
         open_pools(DataSpec(format="torchvision", root=".", dataset="Food101"), tmp_path, "x")
+
+
+def test_verified_lists_follow_task_vectors():
+    """SUN397 names are the folder names with '/' and '_' as spaces (task_vectors' rule); GTSRB
+    uses CLIP's descriptive sign names in class-id order; each file names its source."""
+    sun = builtin_task("SUN397")
+    assert sun["classnames"] == [f.replace("/", " ").replace("_", " ") for f in sun["folders"]]
+    gtsrb = builtin_task("GTSRB")
+    assert gtsrb["classnames"][14] == "stop"
+    assert gtsrb["classnames"][6] == "end / de-restriction of 80 kph speed limit"
+    assert gtsrb["folders"][6] == "00006"
+    cars = builtin_task("Cars")
+    assert cars["classnames"][0] == "AM General Hummer SUV 2000"
+    assert cars["classnames"][-1] == "smart fortwo Convertible 2012"
+    for task in ("SUN397", "GTSRB", "Cars"):
+        assert "task_vectors" in builtin_task(task)["sources"]["templates"]
