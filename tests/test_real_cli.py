@@ -142,6 +142,26 @@ def test_reproduce_addition_and_negation(tiny, capsys):
     assert "control" in capsys.readouterr().out
 
 
+def test_manifest_reproduce_streams_with_the_same_table(tiny, monkeypatch):
+    """A manifest source streams by default; the in-memory path gives the very same table."""
+    from taskarith_core.real import streamed as streamed_module
+    from taskarith_core.real.reproduce import reproduce
+    from taskarith_core.real.source import load_manifest_source
+
+    calls = []
+    original = streamed_module.streamed_method
+    monkeypatch.setattr(
+        streamed_module, "streamed_method", lambda *a, **k: calls.append(a[1]) or original(*a, **k)
+    )
+    source = load_manifest_source(tiny / "m.yaml")
+    grids = {"ta": [0.2, 0.8], "ties": [0.5, 1.0], "sta-amp": [0.5, 0.9]}
+    streamed, _ = reproduce(source, "addition", list(grids), grids=grids)
+    assert calls == list(grids)
+    memory, _ = reproduce(source, "addition", list(grids), grids=grids, stream=False)
+    pd = pytest.importorskip("pandas")
+    pd.testing.assert_frame_equal(streamed, memory)
+
+
 def test_reproduce_runs_on_the_zoo_too(mini_zoo_root, capsys):
     args = ["reproduce", "--source", "zoo:full", "--zoo-root", str(mini_zoo_root)]
     assert main([*args, "--protocol", "addition", "--methods", "ta", "--max-samples", "16"]) == 0

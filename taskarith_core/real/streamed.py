@@ -36,6 +36,7 @@ __all__ = ["StreamedMethod", "TowerView", "streamed_method", "streamed_negation"
 StateDict = dict[str, torch.Tensor]
 #: registry methods whose delta is ``lam * X(taus)`` computed last, so X can be precomputed
 _LINEAR = ("task_arithmetic", "masked_arithmetic", "ties")
+_SHARD_BYTES = 256 << 20
 
 
 def _as_float(tensor: torch.Tensor) -> torch.Tensor:
@@ -196,6 +197,31 @@ def _fisher_thresholds(
     return dict(zip(plan, kth_smallest_many(chunks, ranks)))
 
 
+def _write_shards(
+    items: Iterator[tuple[str, torch.Tensor]], stem: Path, stack: contextlib.ExitStack
+) -> dict[str, TowerView]:
+    """Write tensors as they come into files of ~256 MB; ``key -> view`` of the file holding it."""
+    files: dict[str, TowerView] = {}
+    shard: StateDict = {}
+    size = index = 0
+
+    def flush() -> None:
+        nonlocal shard, size, index
+        path = save_state_dict(shard, stem.with_name(f"{stem.name}-{index}.safetensors"))
+        view = TowerView(stack, path, False)
+        files.update(dict.fromkeys(shard, view))
+        shard, size, index = {}, 0, index + 1
+
+    for key, tensor in items:
+        shard[key] = tensor
+        size += tensor.numel() * tensor.element_size()
+        if size >= _SHARD_BYTES:
+            flush()
+    if shard:
+        flush()
+    return files
+
+
 class StreamedMethod:
     """A method bound to checkpoint files: ``merge(value)`` streams one merged state dict.
 
@@ -213,7 +239,7 @@ class StreamedMethod:
         if self._scores is not None and values:
             self._thresholds = _fisher_thresholds(inputs, self._scores, values)
         self._stats: dict[str, dict[str, Any]] = {}
-        self._linear: dict[str, TowerView] = {}
+        self._linear: dict[str, dict[str, TowerView]] = {}
 
     def params(self, value: float, param: str | None = None) -> dict[str, Any]:
         return {**self.spec.fixed, (param or self.spec.param): float(value)}
@@ -255,19 +281,19 @@ class StreamedMethod:
         kwargs = {**full, **self._global(full), **self._side(key, k)}
         return self._method.fn({key: pre}, [{key: ft} for ft in fts], **kwargs)[key]
 
-    def _linear_part(self, full: dict[str, Any]) -> TowerView:
-        """X with theta = theta_pre + lam X, written once per setting of the other parameters."""
+    def _linear_part(self, full: dict[str, Any]) -> dict[str, TowerView]:
+        """X with theta = theta_pre + lam X, written once per setting of the other parameters,
+        in shards so that only ~256 MB of X is ever in memory."""
         setting = json.dumps({k: v for k, v in full.items() if k != "lam"}, sort_keys=True)
         if setting not in self._linear:
             unit = {**full, "lam": 1.0}
-            state = {}
-            for key in self._in.keys:
-                pre = self._in.pre[key]
-                if pre.is_floating_point():
-                    state[key] = self._delta(key, pre, unit, None, zero_pre=True)
-            path = self._in.workdir / f"linear-{len(self._linear)}.safetensors"
-            self._linear[setting] = TowerView(self._in.stack, save_state_dict(state, path), False)
-            del state
+            stem = self._in.workdir / f"linear-{len(self._linear)}"
+            items = (
+                (key, self._delta(key, pre, unit, None, zero_pre=True))
+                for key, pre in ((k, self._in.pre[k]) for k in self._in.keys)
+                if pre.is_floating_point()
+            )
+            self._linear[setting] = _write_shards(items, stem, self._in.stack)
         return self._linear[setting]
 
     def merge(self, value: float, param: str | None = None) -> StateDict:
@@ -284,7 +310,7 @@ class StreamedMethod:
             if not pre.is_floating_point():
                 out[key] = pre.clone()
             elif x is not None:
-                out[key] = pre + x[key] * full["lam"]
+                out[key] = pre + x[key][key] * full["lam"]
             else:
                 out[key] = self._delta(key, pre, full, k, zero_pre=False)
         return out
