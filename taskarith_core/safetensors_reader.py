@@ -44,6 +44,7 @@ class SafetensorsFile:
         if not self.path.is_file():
             raise InputError(f"{self.path}: file not found; check the path")
         self._handle = open(self.path, "rb")  # noqa: SIM115 - closed by close()/__exit__
+        self._reused: torch.Tensor | None = None
         try:
             self._entries, self._metadata, self._data_start = self._read_header()
         except Exception:
@@ -103,15 +104,27 @@ class SafetensorsFile:
         """safetensors dtype name, e.g. ``F32``."""
         return self._entries[name][0]
 
-    def get_tensor(self, name: str) -> torch.Tensor:
+    def get_tensor(self, name: str, reuse: bool = False) -> torch.Tensor:
+        """One tensor, in fresh memory; with ``reuse`` in a buffer the next such call overwrites.
+
+        Reusing one buffer spares a large allocation (and its page faults) per tensor when the
+        caller only needs the tensor until it reads the next one from this file.
+        """
         dtype_name, shape, start, end = self._entries[name]
         dtype = DTYPES[dtype_name]
         if end == start:
             return torch.empty(shape, dtype=dtype)
-        buffer = bytearray(end - start)
+        if reuse:
+            if self._reused is None or self._reused.numel() < end - start:
+                self._reused = torch.empty(end - start, dtype=torch.uint8)
+            buffer = memoryview(self._reused.numpy())[: end - start]
+        else:
+            buffer = bytearray(end - start)
         self._handle.seek(self._data_start + start)
         if self._handle.readinto(buffer) != len(buffer):
             raise InputError(f"{self.path}: is truncated inside tensor {name!r}; re-export it")
+        if reuse:
+            return self._reused[: end - start].view(dtype).reshape(shape)
         return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
 
     def close(self) -> None:

@@ -5,6 +5,9 @@ values (a TaLoS task vector is 90% zeros), and sorting a whole task vector costs
 memory. A two-pass radix select over the float bit patterns avoids both: pass one counts the top 16
 bits of every value, pass two the low 16 bits inside the one bucket that holds the k-th value.
 The tensors are read through a callable so a streaming caller can re-read them from disk.
+
+:func:`magnitude_buckets_` is the cheaper first pass for magnitudes (TIES's top-k): |x| needs no
+sign handling, and exact zeros get a bucket of their own, so a bucket above 0 never holds a zero.
 """
 
 from __future__ import annotations
@@ -16,10 +19,24 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["kth_smallest", "kth_smallest_many"]
+__all__ = [
+    "FINITE_BUCKETS",
+    "MAGNITUDE_BINS",
+    "bits_to_float",
+    "bucket_bounds",
+    "kth_smallest",
+    "kth_smallest_many",
+    "locate",
+    "magnitude_buckets_",
+]
 
 _BINS = 1 << 16
 _HALF = 1 << 15
+_STEP = 15  # magnitude buckets: 8 mantissa bits of resolution
+#: bucket 0 holds exact zeros, bucket j >= 1 the magnitudes with bits in ((j - 1) 2**15, j 2**15]
+MAGNITUDE_BINS = (1 << 16) + 1
+#: buckets below this one have finite bounds (inf and NaN fall in this bucket or above)
+FINITE_BUCKETS = 0x7F800000 >> _STEP
 
 
 def _ordered_bits(values: torch.Tensor) -> torch.Tensor:
@@ -38,7 +55,32 @@ def _key_to_float(high: int, low: int) -> float:
     return struct.unpack("<f", struct.pack("<i", bits))[0]
 
 
-def _locate(counts: torch.Tensor, k: int) -> tuple[int, int]:
+def bits_to_float(bits: int) -> float:
+    """The float32 value of a 32-bit pattern (exact as a Python float)."""
+    return struct.unpack("<f", struct.pack("<I", bits & 0xFFFFFFFF))[0]
+
+
+def magnitude_buckets_(values: torch.Tensor) -> torch.Tensor:
+    """Bucket of |x| for contiguous float32 ``values``, computed in place on their bits.
+
+    ``values`` is destroyed: its storage now holds the int32 buckets, monotone in |x|. Four
+    in-place integer operations and no allocation, because this runs over every task vector.
+    """
+    keys = values.view(torch.int32)
+    keys.bitwise_and_(0x7FFFFFFF)  # |x|: positive bit patterns order like the magnitudes
+    keys.sub_(1)  # 0 -> -1 -> bucket 0 below; bits (j - 1) 2**15 + 1 .. j 2**15 -> bucket j
+    keys.bitwise_right_shift_(_STEP)
+    return keys.add_(1)
+
+
+def bucket_bounds(bucket: int) -> tuple[int, int]:
+    """Bit patterns ``[low, high)`` of the magnitudes in a bucket of :func:`magnitude_buckets_`."""
+    if bucket == 0:
+        return 0, 1
+    return ((bucket - 1) << _STEP) + 1, (bucket << _STEP) + 1
+
+
+def locate(counts: torch.Tensor, k: int) -> tuple[int, int]:
     """Bucket holding the k-th (1-based) value, and k's rank inside that bucket."""
     cumulative = torch.cumsum(counts, 0)
     bucket = int(torch.searchsorted(cumulative, torch.tensor([k], dtype=cumulative.dtype)).item())
@@ -66,7 +108,7 @@ def kth_smallest_many(
     for index, (k, total) in enumerate(zip(ks, totals)):
         if not 1 <= k <= total:
             raise InputError(f"rank k={k} is outside 1..{total}")
-        located.append(_locate(high_counts[index], k))
+        located.append(locate(high_counts[index], k))
     low_counts = torch.zeros(len(ks), _BINS, dtype=torch.int64)
     for step in chunks():
         for index, chunk in enumerate(step):
@@ -75,7 +117,7 @@ def kth_smallest_many(
             low_counts[index] += torch.bincount(in_bucket & (_BINS - 1), minlength=_BINS)
     values = []
     for index, (high, k_inside) in enumerate(located):
-        low, _ = _locate(low_counts[index], k_inside)
+        low, _ = locate(low_counts[index], k_inside)
         values.append(_key_to_float(high, low))
     return values
 

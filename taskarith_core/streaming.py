@@ -70,17 +70,20 @@ class TensorFile:
             return self._handle.dtype(self.prefix + key)
         return _SAFETENSORS_DTYPES.get(self._tensors[self.prefix + key].dtype, "OTHER")
 
-    def get(self, key: str) -> torch.Tensor:
+    def get(self, key: str, check: bool = True, reuse: bool = False) -> torch.Tensor:
+        """One tensor, refused if it holds NaN/inf unless ``check`` is False; ``reuse``: see
+        :meth:`SafetensorsFile.get_tensor` (valid until the next reused read of this file)."""
         try:
             if self._handle is not None:
-                tensor = self._handle.get_tensor(self.prefix + key)
+                tensor = self._handle.get_tensor(self.prefix + key, reuse=reuse)
             else:
                 tensor = self._tensors[self.prefix + key]
         except Exception as exc:  # safetensors reports truncation lazily, as various errors
             raise InputError(
                 f"{self.path}: tensor {key!r} is truncated or corrupt ({exc})"
             ) from exc
-        check_finite(key, tensor, self.path)
+        if check:
+            check_finite(key, tensor, self.path)
         return tensor
 
 
@@ -198,6 +201,11 @@ def stream_merge(
         )
         for side in sides:
             _check_layout(pre, side, spec.needs or "", same_dtype=False)
+        if spec.streamer is not None and torch.device(device).type == "cpu":
+            engine = spec.streamer(_LazyState(pre), [_LazyState(f) for f in fts], full)
+            result = _run(pre, progress, engine.merged)
+            engine.finish(result)
+            return _save_merged(result, out, method, full)
         extra = {
             name: fn(_LazyState(pre), [_LazyState(f) for f in fts], full)
             for name, fn in spec.global_stats.items()
@@ -213,6 +221,10 @@ def stream_merge(
             return merged[key]
 
         result = _run(pre, progress, rule)
+    return _save_merged(result, out, method, full)
+
+
+def _save_merged(result: dict, out: str | Path, method: str, full: Mapping[str, Any]) -> Path:
     return save_state_dict(result, out, metadata={"method": method, "params": json.dumps(full)})
 
 
@@ -325,6 +337,11 @@ class _LazyState(Mapping):
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._file.get(key)
+
+    def peek(self, key: str) -> torch.Tensor:
+        """Unchecked, in a buffer the next ``peek`` overwrites: for a caller that uses the tensor
+        at once and validates it itself (the TIES engine checks finiteness by its histograms)."""
+        return self._file.get(key, check=False, reuse=True)
 
     def __iter__(self):
         return iter(self._file.keys())

@@ -20,6 +20,7 @@ from .consensus import consensus_merge
 from .dare import dare_merge
 from .sta import sta_merge, sta_negate
 from .ties import ties_merge, ties_thresholds
+from .ties_stream import TiesStream
 
 __all__ = [
     "MERGE_METHODS",
@@ -42,6 +43,9 @@ class Method:
     needs: str | None = None
     #: global statistics a streaming driver computes in a first pass: name -> fn(pre, fts, params)
     global_stats: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    #: a file-streaming engine used instead of global_stats + fn on the CPU: fn(pre, fts, params)
+    #: -> an object with ``merged(key) -> tensor`` and ``finish(out)`` (patches ``out`` in place)
+    streamer: Callable[..., Any] | None = None
 
 
 MERGE_METHODS: dict[str, Method] = {
@@ -56,6 +60,7 @@ MERGE_METHODS: dict[str, Method] = {
         global_stats={
             "thresholds": lambda pre, fts, params: ties_thresholds(pre, fts, params["k"])
         },
+        streamer=lambda pre, fts, params: TiesStream(pre, fts, k=params["k"], lam=params["lam"]),
     ),
     "dare": Method(
         dare_merge, {"rate": 0.5, "lam": 0.4, "seed": 0}, "DARE drop + rescale, then TA"
