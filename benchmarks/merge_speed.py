@@ -5,13 +5,15 @@ folder, then times in fresh subprocesses: reading every input and writing one ou
 and the sta, ties and task_arithmetic merges through the CLI's own code path. Prints seconds, the
 ratio to the floor (target <= 3x) and peak RSS (target < 1.5 GB for 8 tasks).
 
-    .venv/bin/python benchmarks/merge_speed.py [--tasks 8] [--dir /tmp/merge-bench]
+    .venv/bin/python benchmarks/merge_speed.py [--tasks 8] [--dir /tmp/merge-bench] [--runs 3]
+        [--methods floor,ties,ties@old --old /path/to/older/checkout]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -53,10 +55,11 @@ def write_inputs(folder: Path, arch: str, tasks: int) -> dict[str, list[Path]]:
     return paths
 
 
-def run_child(argv: list[str]) -> tuple[float, float]:
+def run_child(argv: list[str], cwd: Path = ROOT) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of one fresh Python process."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stderr=subprocess.DEVNULL)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, **quiet)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -79,11 +82,42 @@ def child_floor(paths: list[str], out: str) -> None:
     save_state_dict(result, out)
 
 
+def _merge_argv(method: str, flags: list[str], pre: str, fts: list[str], out: str) -> list[str]:
+    return ["-m", "taskarith_core", "merge", "--method", method, *flags,
+            "--pretrained", pre, "--finetuned", *fts, "--out", out]  # fmt: skip
+
+
+def plan(paths: dict[str, list[Path]], out: str, old: Path | None) -> dict[str, tuple]:
+    """Row name -> (argv, working folder): the floors, then each method's CLI merge."""
+    pre, fts = str(paths["pre"][0]), [str(p) for p in paths["ft"]]
+    imps = [str(p) for p in paths["imp"]]
+    floor = [str(ROOT / "benchmarks" / "merge_speed.py"), "--floor"]
+    rows = {
+        "floor": ([*floor, pre, *fts, out], ROOT),
+        "floor2n": ([*floor, pre, *fts, *imps, out], ROOT),
+        "task_arithmetic": (_merge_argv("task_arithmetic", ["--lam", "0.3"], pre, fts, out), ROOT),
+        "ties": (_merge_argv("ties", ["--k", "0.2", "--lam", "1.0"], pre, fts, out), ROOT),
+        "sta": (_merge_argv("sta", ["--p", "0.7", "--importance", *imps], pre, fts, out), ROOT),
+    }
+    if old is not None:  # the same CLI run from another checkout: before/after in one session
+        for name in ["task_arithmetic", "ties", "sta"]:
+            rows[f"{name}@old"] = (rows[name][0], old)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--arch", default="ViT-B-32")
     parser.add_argument("--dir", default="/tmp/merge-bench")
+    parser.add_argument(
+        "--methods",
+        default="floor,floor2n,task_arithmetic,ties,sta",
+        help="comma-separated rows: floor (read N+1 inputs, write one), floor2n (2N+1 inputs), "
+        "task_arithmetic, ties, sta, and NAME@old with --old",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="rounds of all rows; medians shown")
+    parser.add_argument("--old", type=Path, help="another checkout of the code to time as @old")
     parser.add_argument("--floor", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor:
@@ -92,86 +126,31 @@ def main() -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # children too: fair under a busy machine
     paths = write_inputs(Path(args.dir), args.arch, args.tasks)
-    pre, fts, imps = (
-        str(paths["pre"][0]),
-        [str(p) for p in paths["ft"]],
-        [str(p) for p in paths["imp"]],
-    )
-    out = str(Path(args.dir) / "out.safetensors")
-    runs = {
-        "floor (read inputs, write output)": [
-            "benchmarks/merge_speed.py",
-            "--floor",
-            pre,
-            *fts,
-            out,
-        ],
-        "floor with importances (2N+1 files)": [
-            "benchmarks/merge_speed.py",
-            "--floor",
-            pre,
-            *fts,
-            *imps,
-            out,
-        ],
-        "task_arithmetic": [
-            "-m",
-            "taskarith_core",
-            "merge",
-            "--method",
-            "task_arithmetic",
-            "--lam",
-            "0.3",
-            "--pretrained",
-            pre,
-            "--finetuned",
-            *fts,
-            "--out",
-            out,
-        ],
-        "ties": [
-            "-m",
-            "taskarith_core",
-            "merge",
-            "--method",
-            "ties",
-            "--k",
-            "0.2",
-            "--lam",
-            "1.0",
-            "--pretrained",
-            pre,
-            "--finetuned",
-            *fts,
-            "--out",
-            out,
-        ],
-        "sta": [
-            "-m",
-            "taskarith_core",
-            "merge",
-            "--method",
-            "sta",
-            "--p",
-            "0.7",
-            "--pretrained",
-            pre,
-            "--finetuned",
-            *fts,
-            "--importance",
-            *imps,
-            "--out",
-            out,
-        ],
-    }
-    floor_s = None
+    out = str(Path(args.dir) / f"out-{os.getpid()}.safetensors")  # private: others may run too
+    rows = plan(paths, out, args.old)
+    names = args.methods.split(",")
+    unknown = [name for name in names if name not in rows]
+    if unknown or "floor" not in names:
+        raise SystemExit(f"unknown rows {unknown} (need floor; known: {', '.join(rows)})")
+    results = {name: [] for name in names}
     print(f"{args.tasks} tasks shaped like {args.arch} image tower, 1 thread, files in {args.dir}")
-    print(f"{'run':38s} {'seconds':>8s} {'x floor':>8s} {'peak RSS GB':>12s}")
-    for name, argv in runs.items():
-        wall, rss = run_child(argv)
-        floor_s = floor_s or wall
-        print(f"{name:38s} {wall:8.1f} {wall / floor_s:8.2f} {rss:12.2f}", flush=True)
-    print("x floor: against the first row; sta reads 2N+1 files, compare it with the second row")
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    try:
+        for _ in range(args.runs):
+            for name in names:
+                results[name].append(run_child(*rows[name]))
+            floor = results["floor"][-1][0]
+            print("run: " + "  ".join(f"{n} {results[n][-1][0] / floor:.2f}x" for n in names))
+    finally:
+        Path(out).unlink(missing_ok=True)
+    print(f"{'row':24s} {'median s':>9s} {'x floor':>8s} {'peak RSS GB':>12s}  (x: per-run median)")
+    for name in names:
+        seconds = [wall for wall, _ in results[name]]
+        ratios = [wall / floor for (wall, _), (floor, _) in zip(results[name], results["floor"])]
+        rss = max(r for _, r in results[name])
+        print(f"{name:24s} {statistics.median(seconds):9.1f} {statistics.median(ratios):8.2f} "
+              f"{rss:12.2f}")  # fmt: skip
+    print(f"load average after: {os.getloadavg()[0]:.2f}; sta reads 2N+1 files: compare floor2n")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .fusion import MERGE_METHODS, NEGATION_METHODS, check_params
+from .fusion import MERGE_METHODS, NEGATION_METHODS, Method, check_params
 from .io import (
     PICKLE_SUFFIXES,
     atomic_path,
@@ -201,31 +201,40 @@ def stream_merge(
         )
         for side in sides:
             _check_layout(pre, side, spec.needs or "", same_dtype=False)
-        if spec.streamer is not None and torch.device(device).type == "cpu":
-            engine = spec.streamer(_LazyState(pre), [_LazyState(f) for f in fts], full)
-            result = _run(pre, progress, engine.merged)
-            engine.finish(result)
-            return _save_merged(result, out, method, full)
-        extra = {
-            name: fn(_LazyState(pre), [_LazyState(f) for f in fts], full)
-            for name, fn in spec.global_stats.items()
-        }
-
-        def rule(key: str) -> torch.Tensor:
-            if not _is_float(pre, key):
-                return pre.get(key)
-            kwargs = {**full, **extra}
-            if spec.needs:
-                kwargs[spec.needs] = [_one(s, key, device) for s in sides]
-            merged = spec.fn(_one(pre, key, device), [_one(f, key, device) for f in fts], **kwargs)
-            return merged[key]
-
-        result = _run(pre, progress, rule)
-    return _save_merged(result, out, method, full)
-
-
-def _save_merged(result: dict, out: str | Path, method: str, full: Mapping[str, Any]) -> Path:
+        result = _merge_opened(spec, full, pre, fts, sides, device, progress)
     return save_state_dict(result, out, metadata={"method": method, "params": json.dumps(full)})
+
+
+def _merge_opened(
+    spec: Method,
+    full: Mapping[str, Any],
+    pre: TensorFile,
+    fts: list[TensorFile],
+    sides: list[TensorFile],
+    device: torch.device | str,
+    progress: Progress,
+) -> dict[str, torch.Tensor]:
+    """The merged state dict of opened, checked files (a method's own engine when it has one)."""
+    if spec.streamer is not None and torch.device(device).type == "cpu":
+        engine = spec.streamer(_LazyState(pre), [_LazyState(f) for f in fts], full)
+        result = _run(pre, progress, engine.merged)
+        engine.finish(result)  # before anything is written: the output is exact or absent
+        return result
+    extra = {
+        name: fn(_LazyState(pre), [_LazyState(f) for f in fts], full)
+        for name, fn in spec.global_stats.items()
+    }
+
+    def rule(key: str) -> torch.Tensor:
+        if not _is_float(pre, key):
+            return pre.get(key)
+        kwargs = {**full, **extra}
+        if spec.needs:
+            kwargs[spec.needs] = [_one(s, key, device) for s in sides]
+        merged = spec.fn(_one(pre, key, device), [_one(f, key, device) for f in fts], **kwargs)
+        return merged[key]
+
+    return _run(pre, progress, rule)
 
 
 def stream_negate(

@@ -26,3 +26,35 @@ def test_many_ties_and_sorted_input_are_fast_and_exact():
 def test_rank_out_of_range():
     with pytest.raises(InputError, match="outside"):
         kth_smallest(lambda: [torch.ones(3)], 4)
+
+
+def test_magnitude_buckets_are_monotone_and_bounded():
+    import struct
+
+    from taskarith_core.select import (
+        FINITE_BUCKETS,
+        MAGNITUDE_BINS,
+        bits_to_float,
+        bucket_bounds,
+        magnitude_buckets_,
+    )
+
+    gen = torch.Generator().manual_seed(3)
+    values = torch.cat(
+        [
+            torch.randn(5000, generator=gen) * 10 ** torch.randint(-40, 38, (5000,), generator=gen),
+            torch.tensor([0.0, -0.0, 1e-45, -1e-45, 3e-41, 1.0, -1.0, 3.4e38, float("inf")]),
+        ]
+    )
+    buckets = magnitude_buckets_(values.clone())
+    assert buckets.dtype == torch.int32 and 0 <= int(buckets.min()) < MAGNITUDE_BINS
+    order = values.abs().argsort()
+    assert bool((buckets[order].diff() >= 0).all())  # monotone in |x|
+    assert set(buckets[values == 0].tolist()) == {0}  # zeros alone in bucket 0
+    assert int(buckets[values.abs() > 0].min()) >= 1
+    for value, bucket in zip(values.tolist(), buckets.tolist()):
+        bits = struct.unpack("<I", struct.pack("<f", abs(value)))[0]
+        low, high = bucket_bounds(bucket)
+        assert low <= bits < high
+        assert bits_to_float(bits) == abs(value)
+    assert int(buckets[-1]) == FINITE_BUCKETS  # inf: the first bucket with a non-finite bound

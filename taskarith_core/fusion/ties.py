@@ -132,7 +132,7 @@ def disjoint_mean_(
 
 
 def _rule_numpy(taus: list[torch.Tensor], limits: Sequence[float], lam: float) -> torch.Tensor:
-    flat = [tau.reshape(-1).numpy() for tau in taus]
+    flat = [tau.detach().reshape(-1).numpy() for tau in taus]
     delta = np.empty_like(flat[0])
     scratch = Scratch(delta.dtype, len(flat), min(CHUNK, len(delta)))
     bounds, scale = scratch.scalars(limits), scratch.scalars([lam])[0]

@@ -73,20 +73,18 @@ class TiesStream:
         #: positions merged again with the exact thresholds by ``finish``
         self.patched = 0
         budget = BUDGET_BYTES if budget_bytes is None else budget_bytes
-        limits = self._plan(k, budget)
-        self._lows = list(limits[0])
-        self._highs = list(limits[1])
+        self._lows, self._highs = self._plan(k, budget)
 
     def _plan(self, k: float, budget: int) -> tuple[list[float], list[float]]:
         """Provisional ``[low, high)`` per task from one read; low == high once exact."""
         n = len(self._fts)
         counts, total = self._histograms()
-        if counts is None:  # float64 weights: the float32 radix select of ties_thresholds
+        if counts is None:  # float64 weights: the float32 radix select that ties_merge uses
             self.reads = 3
             exact = ties_thresholds(self._pre, self._fts, k)
-            return exact, exact
+            return exact, list(exact)
         kept = int(round(k * total))
-        if kept <= 0:
+        if kept <= 0:  # nothing is kept
             return [float("inf")] * n, [float("inf")] * n
         located = [locate(counts[t], total - kept + 1) for t in range(n)]
         buckets = [bucket for bucket, _ in located]
@@ -94,7 +92,7 @@ class TiesStream:
         if max(buckets) >= FINITE_BUCKETS or recorded * (4 * (n + 1) + 8) > budget:
             self.reads = 3
             exact = self._refine(located)
-            return exact, exact
+            return exact, list(exact)
         lows, highs = [], []
         for t, (bucket, rank) in enumerate(located):
             low, high = bucket_bounds(bucket)
@@ -168,7 +166,9 @@ class TiesStream:
         self, taus: list[np.ndarray], base: np.ndarray, lows: list[float], highs: list[float]
     ) -> tuple[np.ndarray, Records | None]:
         """delta of one flat tensor (``taus`` destroyed), and its undecided positions."""
-        scratch = self._scratch.setdefault(base.dtype, Scratch(base.dtype, len(taus)))
+        if base.dtype not in self._scratch:
+            self._scratch[base.dtype] = Scratch(base.dtype, len(taus))
+        scratch = self._scratch[base.dtype]
         lows_, highs_ = scratch.scalars(lows), scratch.scalars(highs)
         lam_ = scratch.scalars([self._lam])[0]
         delta = np.empty_like(base)
