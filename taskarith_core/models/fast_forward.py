@@ -155,6 +155,43 @@ def tower_spec(visual: nn.Module) -> TowerSpec | None:
     )
 
 
+def _onednn_linear() -> Callable | None:
+    """oneDNN's fused linear (+ GELU) for CPU float32, if this torch build has it and it agrees
+    with ATen on a probe; it ran 10-30% faster than ``F.linear`` (+ ``F.gelu``) on the zoo's
+    shapes, with the same float32 arithmetic."""
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return None
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*s, generator=gen) for s in ((5, 3, 8), (6, 8), (6,)))
+    try:
+        same = torch.allclose(op(x, w, b, "gelu", [], "none"), F.gelu(F.linear(x, w, b)))
+        same = same and torch.allclose(op(x, w, None, "none", [], ""), F.linear(x, w))
+    except (RuntimeError, TypeError):
+        return None
+    return op if same else None
+
+
+_ONEDNN: list[Callable | None] = []
+
+
+def _linear(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, act: str = ""
+) -> torch.Tensor:
+    """``act(x @ w.T + b)`` with ``act`` "" (none) or a GELU kind; oneDNN on a CPU without
+    autograd (its op has no backward), ATen otherwise."""
+    if not _ONEDNN:
+        _ONEDNN.append(_onednn_linear())
+    op = _ONEDNN[0]
+    if op is not None and x.device.type == "cpu" and not torch.is_grad_enabled():
+        if not act:
+            return op(x, w, b, "none", [], "")
+        if act in ("none", "tanh"):  # nn.GELU's approximate: erf or tanh
+            return op(x, w, b, "gelu", [], act)
+    out = F.linear(x, w, b)
+    return _act(out, act) if act else out
+
+
 def _patches(images: torch.Tensor, spec: TowerSpec, weight: torch.Tensor) -> torch.Tensor:
     """[N, 3, H, W] -> patch embeddings [N, grid tokens, width] (the stride-p convolution)."""
     (ph, pw), (gh, gw) = spec.patch, spec.grid
@@ -166,7 +203,7 @@ def _patches(images: torch.Tensor, spec: TowerSpec, weight: torch.Tensor) -> tor
         )
     x = images[:, :, : gh * ph, : gw * pw].reshape(n, c, gh, ph, gw, pw)
     x = x.permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c * ph * pw)
-    return F.linear(x, weight.reshape(weight.shape[0], -1))
+    return _linear(x, weight.reshape(weight.shape[0], -1), None)
 
 
 def _act(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -180,15 +217,15 @@ def _attention(h: torch.Tensor, attn: nn.MultiheadAttention, heads: int, cls_onl
     n, length, width = h.shape
     w, b = attn.in_proj_weight, attn.in_proj_bias
     if cls_only:
-        q = F.linear(h[:, :1], w[:width], b[:width])
-        k, v = F.linear(h, w[width:], b[width:]).chunk(2, dim=-1)
+        q = _linear(h[:, :1], w[:width], b[:width])
+        k, v = _linear(h, w[width:], b[width:]).chunk(2, dim=-1)
     else:
-        q, k, v = F.linear(h, w, b).chunk(3, dim=-1)
+        q, k, v = _linear(h, w, b).chunk(3, dim=-1)
     split = (n, -1, heads, width // heads)
     q, k, v = (t.reshape(split).transpose(1, 2) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v)
     out = out.transpose(1, 2).reshape(n, q.shape[2], width)
-    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+    return _linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
 def _block(x: torch.Tensor, block: nn.Module, spec: TowerSpec, cls_only: bool) -> torch.Tensor:
@@ -200,8 +237,8 @@ def _block(x: torch.Tensor, block: nn.Module, spec: TowerSpec, cls_only: bool) -
     x = (x[:, :1] if cls_only else x) + a
     h = F.layer_norm(x, norm, block.ln_2.weight, block.ln_2.bias, spec.eps)
     mlp = block.mlp
-    h = _act(F.linear(h, mlp.c_fc.weight, mlp.c_fc.bias), spec.activation)
-    h = F.linear(h, mlp.c_proj.weight, mlp.c_proj.bias)
+    h = _linear(h, mlp.c_fc.weight, mlp.c_fc.bias, spec.activation)
+    h = _linear(h, mlp.c_proj.weight, mlp.c_proj.bias)
     return x + (h * block.ls_2.gamma if spec.layer_scale else h)
 
 
@@ -236,9 +273,9 @@ def tower_forward(visual: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda images: fast_features(visual, spec, images)
 
 
-#: Images per forward call on a CPU: activations of a few hundred images stay in cache, which
-#: ran faster than one call on a whole 1000-image split for the zoo's tower.
-CPU_CHUNK = 256
+#: Images per forward call on a CPU: 1000-2000 ran fastest for the zoo's tower (fewer calls than
+#: 256, activations still in the shared cache unlike 4000+).
+CPU_CHUNK = 1024
 
 
 def chunked(
