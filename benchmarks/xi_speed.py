@@ -1,13 +1,15 @@
 """Time a 15x15 disentanglement-error grid with 256 samples per task (target: < 30 s on 2 cores).
 
     python benchmarks/xi_speed.py [--paradigm full] [--zoo-root DIR] [--points 15] [--samples 256]
-                                  [--threads 1] [--workers 2]
+                                  [--threads 1] [--workers 2] [--module]
 
 On the embedded zoo it runs ``analyses.xi.disentanglement_grid`` end to end (data, heads, one
 tower reused, no disk cache). When the zoo has not been built yet it says so and times the same
 compute path (``TowerMixer`` + ``xi_from_runner`` + ``batched_logits``) on a randomly initialised
 tower of the zoo's architecture with random task vectors and images, so the number is still the
-cost of the grid.
+cost of the grid. ``--module`` times open_clip's module forward with the old 256-image batches
+instead of the functional forward of ``models.fast_forward`` (same grid values, for comparison in
+the same session).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def _zoo_run(args) -> tuple[tuple[float, float], str]:
         samples=args.samples,
         use_cache=False,
         workers=args.workers,
+        batch_size=256 if args.module else None,
     )
     elapsed = (time.perf_counter() - start, time.process_time() - cpu)
     what = f"zoo/{args.paradigm} {tasks[0]} + {tasks[1]}, mean xi {frame['xi'].mean():.3f}"
@@ -53,6 +56,7 @@ def _synthetic_run(args) -> tuple[tuple[float, float], str]:
     from taskarith_core.zoo.arch import ARCH_NAME, model_config
 
     register_arch(model_config(vocab_size=512), ARCH_NAME)
+    torch.manual_seed(0)  # the same stand-in in every run, so grids can be compared
     visual = build_visual_tower(ARCH_NAME)
     pre = {f"visual.{k}": v.detach().clone() for k, v in visual.state_dict().items()}
     gen = torch.Generator().manual_seed(0)
@@ -73,9 +77,8 @@ def _synthetic_run(args) -> tuple[tuple[float, float], str]:
         mixer = TowerMixer(tower, pre, vectors)
 
         def run(a1, a2, images, head):
-            return batched_logits(
-                mixer.set((a1, a2)), images, head, batch_size=CPU_BATCH, device="cpu"
-            )
+            size = 256 if args.module else CPU_BATCH
+            return batched_logits(mixer.set((a1, a2)), images, head, batch_size=size, device="cpu")
 
         return run
 
@@ -98,8 +101,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--workers", type=int, default=2, help="grid rows in parallel threads")
     parser.add_argument("--synthetic", action="store_true", help="skip the zoo even if built")
+    parser.add_argument("--module", action="store_true", help="time the module forward instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.module:
+        from taskarith_core.models import evaluation
+
+        evaluation.tower_forward = lambda visual: visual
     try:
         if args.synthetic:
             raise FileNotFoundError
@@ -116,7 +124,8 @@ def main() -> None:
         f"xi {args.points}x{args.points}, {args.samples} samples/task, {args.threads} torch "
         f"thread(s) x {args.workers} worker(s): "
         f"{wall:.2f} s wall, {cpu:.2f} s CPU (load average {load:.1f} on {os.cpu_count()} cores; "
-        f"{args.points**2} edited models) -- {what}"
+        f"{args.points**2} edited models, {'module' if args.module else 'functional'} forward) "
+        f"-- {what}"
     )
 
 

@@ -116,6 +116,16 @@ def test_chunked_equals_one_call():
         torch.testing.assert_close(chunked(forward, images, 3), forward(images))
 
 
+def test_with_autograd_the_aten_path_gives_the_same_features():
+    visual = _tower(SMALL)
+    images = _images(visual)
+    with torch.no_grad():
+        expected = visual(images)
+    got = tower_forward(visual)(images)  # grad enabled: F.linear, not the oneDNN op
+    assert got.requires_grad
+    torch.testing.assert_close(got.detach(), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_vit_b32_matches_module_forward():
     """A real open_clip architecture (random weights): same function, same numbers."""
     import open_clip
@@ -175,3 +185,17 @@ def test_batched_logits_close_to_module_logits(mini_zoo_root):
         expected = F.normalize(visual(images), dim=-1) @ head.T
     got = batched_logits(visual, images, head, batch_size=100)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_xi_grid_same_as_with_module_forward(tmp_path, monkeypatch):
+    from taskarith_core.analyses.xi import XiGrid, disentanglement_grid
+    from taskarith_core.models import evaluation
+    from tests.tiny_source import make_tiny_source
+
+    tiny = make_tiny_source(tmp_path, n_tasks=2)
+    kwargs = dict(grid=XiGrid(3, -1.5, 1.5), samples=24, use_cache=False)
+    fast = disentanglement_grid(tiny, "task0", "task1", **kwargs)
+    monkeypatch.setattr(evaluation, "tower_forward", lambda visual: visual)
+    module = disentanglement_grid(tiny, "task0", "task1", **kwargs)
+    assert fast["xi"].max() > 0  # the grid is not trivially zero
+    assert fast["xi"].tolist() == module["xi"].tolist()

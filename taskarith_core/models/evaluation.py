@@ -2,8 +2,10 @@
 
 Speed matters here: the page evaluates an edited model on every task after each click, and sweeps do
 it hundreds of times. So per source we build one image tower per device and copy each state into it,
-load each task's images once into memory, batch large, and run without autograd (``no_grad``,
-not ``inference_mode``, whose tensors would break callers that later differentiate).
+load each task's images once into memory, batch large, run the tower through the functional forward
+of :mod:`.fast_forward` (the module forward for towers it does not support), and run without
+autograd (``no_grad``, not ``inference_mode``, whose tensors would break callers that later
+differentiate).
 Accuracies are fractions in [0, 1].
 """
 
