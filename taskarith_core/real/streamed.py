@@ -26,84 +26,21 @@ import torch
 from ..errors import InputError
 from ..fusion import MERGE_METHODS, check_params
 from ..importance import IMPORTANCE_METRICS, compute_importance
-from ..io import PICKLE_SUFFIXES, save_state_dict
-from ..keys import VISUAL_PREFIX
-from ..models.files import read_visual_state
-from ..safetensors_reader import SafetensorsFile
+from ..io import save_state_dict
+from .tensorfiles import (
+    TowerView,
+    as_bool,
+    assemble,
+    check_layout,
+    release_freed_memory,
+    write_shards,
+)
 
-__all__ = ["StreamedMethod", "TowerView", "streamed_method", "streamed_negation"]
+__all__ = ["StreamedMethod", "streamed_method", "streamed_negation"]
 
 StateDict = dict[str, torch.Tensor]
 #: registry methods whose delta is ``lam * X(taus)`` computed last, so X can be precomputed
 _LINEAR = ("task_arithmetic", "masked_arithmetic", "ties")
-_SHARD_BYTES = 256 << 20
-
-
-def _as_float(tensor: torch.Tensor) -> torch.Tensor:
-    """What :func:`read_visual_state` does to a checkpoint's tensors (float32 for any float)."""
-    return tensor.float() if tensor.is_floating_point() else tensor
-
-
-def _as_bool(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.bool()
-
-
-class TowerView(Mapping):
-    """Read-only, lazy ``visual.*`` view of one checkpoint file: a tensor is read when indexed.
-
-    Keys follow :func:`read_visual_state` (a whole CLIP keeps its ``visual.`` tensors, a bare tower
-    gets the prefix); pickles (trusted only) are loaded whole, safetensors read per tensor."""
-
-    def __init__(self, stack: contextlib.ExitStack, path: str | Path, trust_pickle: bool,
-                 convert: Callable[[torch.Tensor], torch.Tensor] = _as_float) -> None:  # fmt: skip
-        self.path, self._convert = Path(path), convert
-        if self.path.suffix.lower() in PICKLE_SUFFIXES:
-            self._tensors: StateDict | None = read_visual_state(self.path, trust_pickle)
-            self._names = {k: k for k in self._tensors}
-            return
-        self._tensors = None
-        self._file = stack.enter_context(SafetensorsFile(self.path))
-        names = self._file.keys()
-        if any(n.startswith(VISUAL_PREFIX) for n in names):
-            self._names = {n: n for n in names if n.startswith(VISUAL_PREFIX)}
-        else:
-            self._names = {f"{VISUAL_PREFIX}{n}": n for n in names}
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        if self._tensors is not None:
-            return tuple(self._tensors[key].shape)
-        return tuple(self._file.shape(self._names[key]))
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if self._tensors is not None:
-            return self._convert(self._tensors[key])
-        if key not in self._names:
-            raise KeyError(key)
-        return self._convert(self._file.get_tensor(self._names[key]))
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._names
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-
-def check_layout(pre: TowerView, other: TowerView, role: str, partial: bool = False) -> None:
-    """Same keys and shapes as theta_pre, read from the headers (``partial``: a subset is fine)."""
-    for key in other:
-        if key not in pre:
-            raise InputError(f"{other.path}: {role} tensor {key!r} is not in {pre.path}")
-        if other.shape(key) != pre.shape(key):
-            raise InputError(
-                f"{other.path}: {role} tensor {key!r} has shape {other.shape(key)} but "
-                f"{pre.path} has {pre.shape(key)}; use checkpoints of one architecture"
-            )
-    missing = [k for k in pre if k not in other]
-    if missing and not partial:
-        raise InputError(f"{other.path}: {role} lacks tensor {missing[0]!r}; not of this model")
 
 
 class _Inputs:
@@ -135,6 +72,7 @@ class _Inputs:
             )
             path = save_state_dict(dict(value), self.workdir / f"{metric}-{index}.safetensors")
             del value
+            release_freed_memory()
             readers.append(TowerView(self.stack, path, False, convert=lambda t: t).__getitem__)
         return readers
 
@@ -165,7 +103,7 @@ class _Inputs:
                     )
                 path = save_state_dict(mask, self.workdir / f"talos-{index}.safetensors")
                 del mask
-            view = TowerView(self.stack, path, self.trust, convert=_as_bool)
+            view = TowerView(self.stack, path, self.trust, convert=as_bool)
             check_layout(self.pre, view, f"TaLoS mask of {task!r}", partial=True)
             views.append(view)
         return views
@@ -194,32 +132,9 @@ def _fisher_thresholds(
             yield [per_task[t] for t, _ in plan]
 
     ranks = [max(1, round((1.0 - k) * total)) for _, k in plan]
-    return dict(zip(plan, kth_smallest_many(chunks, ranks)))
-
-
-def _write_shards(
-    items: Iterator[tuple[str, torch.Tensor]], stem: Path, stack: contextlib.ExitStack
-) -> dict[str, TowerView]:
-    """Write tensors as they come into files of ~256 MB; ``key -> view`` of the file holding it."""
-    files: dict[str, TowerView] = {}
-    shard: StateDict = {}
-    size = index = 0
-
-    def flush() -> None:
-        nonlocal shard, size, index
-        path = save_state_dict(shard, stem.with_name(f"{stem.name}-{index}.safetensors"))
-        view = TowerView(stack, path, False)
-        files.update(dict.fromkeys(shard, view))
-        shard, size, index = {}, 0, index + 1
-
-    for key, tensor in items:
-        shard[key] = tensor
-        size += tensor.numel() * tensor.element_size()
-        if size >= _SHARD_BYTES:
-            flush()
-    if shard:
-        flush()
-    return files
+    found = dict(zip(plan, kth_smallest_many(chunks, ranks)))
+    release_freed_memory()
+    return found
 
 
 class StreamedMethod:
@@ -251,6 +166,7 @@ class StreamedMethod:
             pre, fts = self._in.pre, self._in.fts
             stats = self._method.global_stats.items()
             self._stats[key] = {name: fn(pre, fts, full) for name, fn in stats}
+            release_freed_memory()
         return self._stats[key]
 
     def _side(self, key: str, k: float | None) -> dict[str, Any]:
@@ -293,7 +209,8 @@ class StreamedMethod:
                 for key, pre in ((k, self._in.pre[k]) for k in self._in.keys)
                 if pre.is_floating_point()
             )
-            self._linear[setting] = _write_shards(items, stem, self._in.stack)
+            self._linear[setting] = write_shards(items, stem, self._in.stack)
+            release_freed_memory()
         return self._linear[setting]
 
     def merge(self, value: float, param: str | None = None) -> StateDict:
@@ -304,16 +221,10 @@ class StreamedMethod:
         check_params(self.spec.registry, full, len(self._in.fts))
         linear = self.spec.registry in _LINEAR and "lam" in params and self._scores is None
         x = self._linear_part(full) if linear else None
-        out: StateDict = {}
-        for key in self._in.keys:
-            pre = self._in.pre[key]
-            if not pre.is_floating_point():
-                out[key] = pre.clone()
-            elif x is not None:
-                out[key] = pre + x[key][key] * full["lam"]
-            else:
-                out[key] = self._delta(key, pre, full, k, zero_pre=False)
-        return out
+        if x is not None:
+            lam = full["lam"]
+            return assemble(self._in.pre, lambda key, pre: pre + x[key][key] * lam)
+        return assemble(self._in.pre, lambda key, pre: self._delta(key, pre, full, k, False))
 
 
 def _context(samples: int, seed: int, device: Any) -> dict[str, Any]:
@@ -356,17 +267,13 @@ def streamed_negation(
         ft = inputs.fts[0]
 
         def state(value: float) -> StateDict:
-            out: StateDict = {}
-            for key in inputs.keys:
-                pre = inputs.pre[key]
-                if not pre.is_floating_point():
-                    out[key] = pre.clone()
-                    continue
+            def rule(key: str, pre: torch.Tensor) -> torch.Tensor:
                 side = {
                     "importance": None if imp is None else {key: imp(key)},
                     "mask": None if mask is None else ({key: mask[key]} if key in mask else {}),
                 }
-                out[key] = negated_state(method, {key: pre}, {key: ft[key]}, value, **side)[key]
-            return out
+                return negated_state(method, {key: pre}, {key: ft[key]}, value, **side)[key]
+
+            return assemble(inputs.pre, rule)
 
         yield state
