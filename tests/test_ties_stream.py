@@ -117,8 +117,11 @@ def _write(tmp_path, pre, fts):
     return tmp_path / "pre.safetensors", paths
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_stream_merge_from_files_is_exact(tmp_path, dtype):
+@pytest.mark.parametrize("dtype,budget", [(torch.float32, None), (torch.float16, None),
+                                          (torch.float32, 1000)])  # fmt: skip
+def test_stream_merge_from_files_is_exact(tmp_path, monkeypatch, dtype, budget):
+    if budget is not None:  # the third read, from files
+        monkeypatch.setattr(ties_stream, "BUDGET_BYTES", budget)
     pre, fts = _states(6, n_tasks=4, dtype=dtype, grid=None)
     pre_path, paths = _write(tmp_path, pre, fts)
     out = stream_merge("ties", pre_path, paths, tmp_path / "out.safetensors", params={"k": 0.3})
