@@ -61,3 +61,19 @@ def test_labels_are_seeded_by_spec():
     a = load_split("arrows", "test", spec=SMALL)[1]
     b = load_split("arrows", "test", spec=DataSpec(sizes=SMALL.sizes, seed=1))[1]
     assert not np.array_equal(a.numpy(), b.numpy())
+
+
+def test_pretrain_control_adds_fresh_control_images():
+    base = DataSpec(tasks=("shapes",), sizes=SMALL.sizes, pretrain_per_task=20)
+    more = DataSpec(tasks=("shapes",), sizes=SMALL.sizes, pretrain_per_task=20, pretrain_control=30)
+    images, owners = pretrain_mixture(base)
+    extra_images, extra_owners = pretrain_mixture(more)
+    assert len(extra_owners) == len(owners) + 30
+    assert torch.equal(extra_images[: len(images)], images)  # the old mixture is a prefix
+    added = extra_images[len(images) :]
+    assert {t for t, _ in extra_owners[len(owners) :]} == {CONTROL_TASK}
+    control_train, _ = load_split(CONTROL_TASK, "train", spec=more)
+    control_test, _ = load_split(CONTROL_TASK, "test", spec=more)
+    flat = added.reshape(len(added), -1)
+    for split in (control_train, control_test):  # drawn apart from the splits, not copied
+        assert not (flat[:, None] == split.reshape(len(split), -1)[None]).all(-1).any()

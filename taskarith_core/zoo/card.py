@@ -320,7 +320,9 @@ def recipe_notes(root: str | Path) -> list[str]:
         f"Mixture: {data['pretrain_per_task']} style-shifted images per concept family (other "
         "fonts with outlines and inverted colours, outlined shapes, coarser textures, squares "
         "instead of dots, thin arrows, other object shapes on black; no handwritten digits) plus "
-        "the control's train split; captions from templates that are not the evaluation "
+        f"the control's train split and {data.get('pretrain_control', 0)} more control images "
+        "drawn apart from its splits (the control plays ImageNet, which CLIP knows well); "
+        "captions from templates that are not the evaluation "
         f"prompts, {data['caption_noise']:.0%} naming a wrong class. This is meant to "
         "keep zero-shot accuracy moderate.",
         f"**Fine-tuning** (frozen zero-shot heads, AdamW, cosine): {ft}. TaLoS: "

@@ -49,6 +49,9 @@ class DataSpec:
     sizes: dict[str, int] = field(default_factory=lambda: {"train": 3000, "val": 500, "test": 1000})
     pretrain_per_task: int = 4000  #: style-shifted images per concept family in the mixture
     caption_noise: float = 0.2  #: fraction of pretraining captions naming a wrong class
+    #: extra control images (drawn apart from its splits) in the mixture: the role of the broad
+    #: web data a foundation model has seen most, so the control is well learned, as ImageNet is
+    pretrain_control: int = 0
     seed: int = 0
 
 
@@ -120,6 +123,11 @@ def pretrain_mixture(spec: DataSpec) -> tuple[torch.Tensor, list[tuple[str, int]
     control_images, control_labels = load_split(spec.control, "train", spec=spec)
     images.append(control_images)
     owners += [(spec.control, int(label)) for label in control_labels]
+    if spec.pretrain_control > 0:
+        rng = _rng(spec, spec.control, "pretrain")
+        labels = _balanced_labels(spec.pretrain_control, len(TASKS[spec.control].classnames), rng)
+        images.append(draw(spec.control, labels, rng, pretrain=True))
+        owners += [(spec.control, int(label)) for label in labels]
     return torch.cat(images), owners
 
 
