@@ -216,7 +216,10 @@ def _merge_opened(
 ) -> dict[str, torch.Tensor]:
     """The merged state dict of opened, checked files (a method's own engine when it has one)."""
     if spec.streamer is not None and torch.device(device).type == "cpu":
-        engine = spec.streamer(_LazyState(pre), [_LazyState(f) for f in fts], full)
+        # a combined side file (one handle, task prefixes) cannot lend one reused buffer per task
+        reuse = len({id(s._handle) for s in sides}) == len(sides)
+        views = [_LazyState(s, reuse=reuse) for s in sides]
+        engine = spec.streamer(_LazyState(pre), [_LazyState(f) for f in fts], full, views)
         result = _run(pre, progress, engine.merged)
         engine.finish(result)  # before anything is written: the output is exact or absent
         return result
@@ -341,8 +344,8 @@ def stream_masks(
 class _LazyState(Mapping):
     """A read-only mapping view over a TensorFile, for global statistics computed in one pass."""
 
-    def __init__(self, file: TensorFile) -> None:
-        self._file = file
+    def __init__(self, file: TensorFile, reuse: bool = True) -> None:
+        self._file, self._reuse = file, reuse
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._file.get(key)
@@ -350,7 +353,7 @@ class _LazyState(Mapping):
     def peek(self, key: str) -> torch.Tensor:
         """Unchecked, in a buffer the next ``peek`` overwrites: for a caller that uses the tensor
         at once and validates it itself (the TIES engine checks finiteness by its histograms)."""
-        return self._file.get(key, check=False, reuse=True)
+        return self._file.get(key, check=False, reuse=self._reuse)
 
     def __iter__(self):
         return iter(self._file.keys())

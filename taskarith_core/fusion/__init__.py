@@ -19,6 +19,7 @@ from .arithmetic import masked_arithmetic, task_arithmetic, task_arithmetic_nega
 from .consensus import consensus_merge
 from .dare import dare_merge
 from .sta import sta_merge, sta_negate
+from .sta_stream import StaStream
 from .ties import ties_merge, ties_thresholds
 from .ties_stream import TiesStream
 
@@ -43,14 +44,19 @@ class Method:
     needs: str | None = None
     #: global statistics a streaming driver computes in a first pass: name -> fn(pre, fts, params)
     global_stats: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    #: a file-streaming engine used instead of global_stats + fn on the CPU: fn(pre, fts, params)
-    #: -> an object with ``merged(key) -> tensor`` and ``finish(out)`` (patches ``out`` in place)
+    #: a file-streaming engine used instead of global_stats + fn on the CPU:
+    #: fn(pre, fts, params, side inputs per task) -> an object with ``merged(key) -> tensor``
+    #: and ``finish(out)`` (patches ``out`` in place)
     streamer: Callable[..., Any] | None = None
 
 
 MERGE_METHODS: dict[str, Method] = {
     "sta": Method(
-        sta_merge, {"p": 0.7}, "STA crossmasking, no coefficient (Eq. 13-19)", "importances"
+        sta_merge,
+        {"p": 0.7},
+        "STA crossmasking, no coefficient (Eq. 13-19)",
+        "importances",
+        streamer=lambda pre, fts, params, imps: StaStream(pre, fts, imps, p=params["p"]),
     ),
     "task_arithmetic": Method(task_arithmetic, {"lam": 0.4}, "theta_pre + lambda * sum tau"),
     "ties": Method(
@@ -60,7 +66,9 @@ MERGE_METHODS: dict[str, Method] = {
         global_stats={
             "thresholds": lambda pre, fts, params: ties_thresholds(pre, fts, params["k"])
         },
-        streamer=lambda pre, fts, params: TiesStream(pre, fts, k=params["k"], lam=params["lam"]),
+        streamer=lambda pre, fts, params, _sides: TiesStream(
+            pre, fts, k=params["k"], lam=params["lam"]
+        ),
     ),
     "dare": Method(
         dare_merge, {"rate": 0.5, "lam": 0.4, "seed": 0}, "DARE drop + rescale, then TA"

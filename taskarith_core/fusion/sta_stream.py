@@ -1,0 +1,201 @@
+"""STA fusion straight from files, in cache-sized column chunks (bit-identical to ``sta_merge``).
+
+The in-memory rule stacks the N normalised importances and runs a full odd-even transposition
+network over whole tensors: dozens of passes over [N, numel] float32, each one out of cache. Here
+every tensor is cut into chunks of :data:`CHUNK` elements; per chunk the N normalised rows, the
+selection network and the mask-and-accumulate all stay in cache. The network is a Batcher odd-even
+merge sort pruned to the comparators (and their min or max halves) that reach the one order
+statistic the mask needs, compiled once into buffer-to-buffer steps. Every element-wise operation
+is the in-memory rule's own (same operands, same order, same dtype), so results are equal bit for
+bit: normalisation ``(I - low) / span`` in float32, ``tau * mask`` summed task by task, then
+``theta_pre + total``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from ..masks import lower_rank
+from ..taskvec import is_editable
+from ._per_tensor import work_dtype
+
+__all__ = ["CHUNK", "StaStream", "selection_steps"]
+
+#: elements per column chunk: N rows of normalised importances and the network's scratch fit in L2
+CHUNK = 1 << 14
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+#: one compiled network step: (np.minimum or np.maximum, input buffer, input buffer, output buffer)
+Step = tuple[np.ufunc, int, int, int]
+
+
+def _batcher_pairs(n: int) -> list[tuple[int, int]]:
+    """Comparators (low index, high index) of Batcher's odd-even merge sort for n inputs.
+
+    Built for the next power of two; comparators that touch a padding position are dropped, which
+    is exact because padding would be +inf at the top and such a comparator leaves both as they are.
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs = []
+    block = 1
+    while block < size:  # merge sorted runs of length `block` into runs of 2 * block
+        gap = block
+        while gap >= 1:
+            for start in range(gap % block, size - gap, 2 * gap):
+                for offset in range(min(gap, size - start - gap)):
+                    low, high = start + offset, start + offset + gap
+                    if low // (2 * block) == high // (2 * block) and high < n:
+                        pairs.append((low, high))
+            gap //= 2
+        block *= 2
+    return pairs
+
+
+@lru_cache(maxsize=64)
+def selection_steps(n: int, rank: int) -> tuple[tuple[Step, ...], int, int]:
+    """Steps that leave the rank-th smallest of buffers 0..n-1 in the returned buffer.
+
+    Inputs are never written (the mask compares them afterwards); outputs go to scratch buffers
+    n, n + 1, ... Returns (steps, result buffer, number of buffers).
+    """
+    needed, kept = {rank}, []
+    for low, high in reversed(_batcher_pairs(n)):
+        use_min, use_max = low in needed, high in needed
+        if use_min or use_max:
+            kept.append((low, high, use_min, use_max))
+            needed |= {low, high}
+    kept.reverse()
+    where = list(range(n))  # position -> buffer holding its current value
+    free: list[int] = []
+    count = n
+    steps: list[Step] = []
+
+    def scratch() -> int:
+        nonlocal count
+        if free:
+            return free.pop()
+        count += 1
+        return count - 1
+
+    for low, high, use_min, use_max in kept:
+        a, b = where[low], where[high]
+        outs = []
+        for wanted, position, fn in ((use_min, low, np.minimum), (use_max, high, np.maximum)):
+            if wanted:
+                out = scratch()
+                steps.append((fn, a, b, out))
+                outs.append((position, out))
+        for position, out in outs:
+            where[position] = out
+        for old in (a, b):
+            if old >= n and old not in where:
+                free.append(old)
+    return tuple(steps), where[rank], count
+
+
+class StaStream:
+    """STA fusion over lazily read inputs: ``merged(key)`` per tensor name; ``finish`` is a no-op.
+
+    ``pretrained``, ``finetuned`` and ``importances`` are mappings that read a tensor when indexed;
+    those with a ``peek(key)`` method (an unchecked read into a reused buffer) are read that way
+    and checked here.
+    """
+
+    def __init__(
+        self,
+        pretrained: Mapping[str, torch.Tensor],
+        finetuned: Sequence[Mapping[str, torch.Tensor]],
+        importances: Sequence[Mapping[str, torch.Tensor]],
+        *,
+        p: float,
+    ) -> None:
+        self._pre, self._fts, self._imps = pretrained, list(finetuned), list(importances)
+        n = len(self._fts)
+        self._steps, self._result, count = selection_steps(n, lower_rank(n, p))
+        self._buffers = np.empty((count, CHUNK), dtype=np.float32)
+        self._zeros = np.zeros(CHUNK, dtype=np.float32)
+        self._mask = np.empty(CHUNK, dtype=bool)
+        self._work: dict[np.dtype, np.ndarray] = {}
+
+    @staticmethod
+    def _peek(source: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+        peek = getattr(source, "peek", None)
+        return peek(key) if peek is not None else source[key]
+
+    def _finite(self, source: Mapping[str, torch.Tensor], key: str, tensor: torch.Tensor) -> None:
+        """Refuse NaN / inf: the checked read names the file (a finite sum proves finiteness)."""
+        if not bool(torch.isfinite(tensor.sum())):
+            _ = source[key]
+
+    def _normaliser(self, t: int, key: str) -> tuple[np.ndarray, np.float32, np.float32] | None:
+        """Task t's flat importance and Eq. 13's (low, span); None for a constant tensor."""
+        tensor = self._peek(self._imps[t], key).reshape(-1)
+        if tensor.dtype not in (torch.float16, torch.float32):
+            tensor = tensor.float()  # as the in-memory rule: float64 rounds to float32 first
+        values = tensor.numpy()
+        low, high = np.float32(values.min()), np.float32(values.max())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            _ = self._imps[t][key]  # NaN or inf: the checked read refuses it
+        span = np.float32(high - low)
+        if not (span > 0) or not np.isfinite(span):
+            return None
+        return values, low, span
+
+    def _task_vectors_source(self, t: int, key: str, work: torch.dtype) -> np.ndarray:
+        """Task t's flat fine-tuned tensor, checked, as numpy (converted only if numpy lacks it)."""
+        tensor = self._peek(self._fts[t], key)
+        self._finite(self._fts[t], key, tensor)
+        tensor = tensor.reshape(-1)
+        return (tensor if tensor.dtype in _NUMPY_FLOATS else tensor.to(work)).numpy()
+
+    def _chunk(self, start: int, stop: int, norms, fts, base: np.ndarray, dest: np.ndarray):
+        """dest[start:stop] = base + sum_t tau_t * (I'_t > lower) over one column chunk."""
+        size = stop - start
+        views = [row[:size] for row in self._buffers]
+        for t, normaliser in enumerate(norms):
+            if normaliser is None:
+                views[t] = self._zeros[:size]
+            else:
+                values, low, span = normaliser
+                np.subtract(values[start:stop], low, out=views[t], dtype=np.float32)
+                np.divide(views[t], span, out=views[t])
+        for fn, a, b, out in self._steps:
+            fn(views[a], views[b], out=views[out])
+        lower, mask = views[self._result], self._mask[:size]
+        pre = base[start:stop]
+        work = self._work[base.dtype]
+        tau, total = work[0, :size], dest[start:stop]
+        for t, ft in enumerate(fts):
+            np.subtract(ft[start:stop], pre, out=tau, dtype=base.dtype)
+            np.greater(views[t], lower, out=mask)
+            if t == 0:
+                np.multiply(tau, mask, out=total)
+            else:
+                np.multiply(tau, mask, out=tau)
+                np.add(total, tau, out=total)
+        np.add(pre, total, out=total)
+
+    def merged(self, key: str) -> torch.Tensor:
+        """theta_pre + sum_t M_t * tau_t of one tensor name (non-float tensors are copied)."""
+        pre = self._pre[key]
+        if not is_editable(pre) or pre.numel() == 0:
+            return pre
+        work = work_dtype(pre)
+        base = pre.reshape(-1).to(work).numpy()
+        if base.dtype not in self._work:
+            self._work[base.dtype] = np.empty((1, CHUNK), dtype=base.dtype)
+        norms = [self._normaliser(t, key) for t in range(len(self._imps))]
+        fts = [self._task_vectors_source(t, key, work) for t in range(len(self._fts))]
+        dest = np.empty_like(base)
+        for start in range(0, base.size, CHUNK):
+            self._chunk(start, min(start + CHUNK, base.size), norms, fts, base, dest)
+        return torch.from_numpy(dest).to(pre.dtype).reshape(pre.shape)
+
+    def finish(self, out: Mapping[str, torch.Tensor]) -> None:
+        """Nothing to patch: every tensor is exact when ``merged`` returns it."""
