@@ -121,3 +121,14 @@ def test_streamed_bad_values_are_refused(tiny):
     with pytest.raises(InputError, match="sparsity"):
         with streamed_method(tiny, "fisher-mask", tiny.tasks, values=[1.0], samples=8):
             pass
+
+
+def test_task_count_scaling_streams_the_same(tiny, monkeypatch):
+    from taskarith_core.analyses.sweeps import task_count_scaling
+
+    methods = {"ta": 0.4, "ties": 0.7}
+    expected = task_count_scaling(tiny, methods, subsets=2, seed=1, samples=8, stream=False)
+    with monkeypatch.context() as patch:
+        _no_whole_models(tiny, patch)
+        got = task_count_scaling(tiny, methods, subsets=2, seed=1, samples=8, stream=True)
+    pd.testing.assert_frame_equal(expected, got)

@@ -244,6 +244,46 @@ def _subsets(tasks: Sequence[str], size: int, limit: int, rng: random.Random) ->
     return combos if len(combos) <= limit else rng.sample(combos, limit)
 
 
+def _streams(source: Any, stream: bool | None) -> bool:
+    """Stream a manifest's (large, real) checkpoints by default, not the small embedded zoo."""
+    if stream is not None:
+        return stream
+    from ..real.source import ManifestSource
+
+    return isinstance(source, ManifestSource)
+
+
+def _subset_merger(source, tasks, stream: bool, samples: int, seed: int, device: Any):
+    """``(method, subset, value) -> merged state``: from models held once in memory, or streamed
+    from the checkpoint files (one merged copy at a time)."""
+    if stream:
+        from ..real.streamed import streamed_method
+
+        def from_files(name: str, subset: Sequence[str], value: float) -> dict:
+            context = {"samples": samples, "seed": seed, "device": device}
+            with streamed_method(source, name, subset, values=[value], **context) as prep:
+                return prep.merge(value)
+
+        return from_files
+    pre = source.load_pretrained()
+    fts = {t: source.load_finetuned(t) for t in tasks}
+
+    def in_memory(name: str, subset: Sequence[str], value: float) -> dict:
+        prep = prepare_method(
+            source,
+            name,
+            subset,
+            samples=samples,
+            seed=seed,
+            device=device,
+            pretrained=pre,
+            finetuned=[fts[t] for t in subset],
+        )
+        return prep.merge(value)
+
+    return in_memory
+
+
 def task_count_scaling(
     source: Any,
     methods: Mapping[str, float],
@@ -257,9 +297,13 @@ def task_count_scaling(
     max_samples: int | None = None,
     samples: int = 32,
     progress: Progress = no_progress,
+    stream: bool | None = None,
 ) -> pd.DataFrame:
     """Mean normalised accuracy of each method (name -> value of its tuned parameter) merging
-    N = 2 .. all tasks, over every subset of size N or a seeded sample of ``subsets`` of them."""
+    N = 2 .. all tasks, over every subset of size N or a seeded sample of ``subsets`` of them.
+
+    ``stream`` (default: for a manifest's checkpoints) builds each merge from the files one tensor
+    at a time instead of holding every fine-tuned model (same numbers)."""
     tasks = resolve_tasks(source, tasks, minimum=2)
     counts = list(counts or range(2, len(tasks) + 1))
     bad = [n for n in counts if not 2 <= n <= len(tasks)]
@@ -267,24 +311,13 @@ def task_count_scaling(
         raise InputError(f"task counts {bad} must lie in [2, {len(tasks)}] and subsets >= 1")
     rng = random.Random(seed)
     plan = [(n, s) for n in counts for s in _subsets(tasks, n, subsets, rng)]
-    pre = source.load_pretrained()
-    fts = {t: source.load_finetuned(t) for t in tasks}
+    merged = _subset_merger(source, tasks, _streams(source, stream), samples, seed, device)
     rows = []
     for index, (n, subset) in enumerate(plan):
         for name, value in methods.items():
-            prep = prepare_method(
-                source,
-                name,
-                subset,
-                samples=samples,
-                seed=seed,
-                device=device,
-                pretrained=pre,
-                finetuned=[fts[t] for t in subset],
-            )
             frame = evaluate_merged(
                 source,
-                prep.merge(float(value)),
+                merged(name, subset, float(value)),
                 subset,
                 split=split,
                 device=device,
