@@ -26,8 +26,7 @@ from ._per_tensor import work_dtype
 __all__ = ["CHUNK", "StaStream", "selection_steps"]
 
 #: elements per column chunk: N rows of normalised importances and the network's scratch fit in L2
-CHUNK = 1 << 14
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+CHUNK = 1 << 15
 
 #: one compiled network step: (np.minimum or np.maximum, input buffer, input buffer, output buffer)
 Step = tuple[np.ufunc, int, int, int]
@@ -104,7 +103,7 @@ class StaStream:
 
     ``pretrained``, ``finetuned`` and ``importances`` are mappings that read a tensor when indexed;
     those with a ``peek(key)`` method (an unchecked read into a reused buffer) are read that way
-    and checked here.
+    and checked here: importances by their min / max, the fine-tuned models by the output's sum.
     """
 
     def __init__(
@@ -128,31 +127,23 @@ class StaStream:
         peek = getattr(source, "peek", None)
         return peek(key) if peek is not None else source[key]
 
-    def _finite(self, source: Mapping[str, torch.Tensor], key: str, tensor: torch.Tensor) -> None:
-        """Refuse NaN / inf: the checked read names the file (a finite sum proves finiteness)."""
-        if not bool(torch.isfinite(tensor.sum())):
-            _ = source[key]
-
     def _normaliser(self, t: int, key: str) -> tuple[np.ndarray, np.float32, np.float32] | None:
-        """Task t's flat importance and Eq. 13's (low, span); None for a constant tensor."""
+        """Task t's flat float32 importance and Eq. 13's (low, span); None for a constant tensor."""
         tensor = self._peek(self._imps[t], key).reshape(-1)
-        if tensor.dtype not in (torch.float16, torch.float32):
+        if tensor.dtype != torch.float32:
             tensor = tensor.float()  # as the in-memory rule: float64 rounds to float32 first
-        values = tensor.numpy()
-        low, high = np.float32(values.min()), np.float32(values.max())
+        low, high = (np.float32(v.item()) for v in torch.aminmax(tensor))  # exact, NaN-propagating
         if not (np.isfinite(low) and np.isfinite(high)):
             _ = self._imps[t][key]  # NaN or inf: the checked read refuses it
         span = np.float32(high - low)
         if not (span > 0) or not np.isfinite(span):
             return None
-        return values, low, span
+        return tensor.numpy(), low, span
 
-    def _task_vectors_source(self, t: int, key: str, work: torch.dtype) -> np.ndarray:
-        """Task t's flat fine-tuned tensor, checked, as numpy (converted only if numpy lacks it)."""
-        tensor = self._peek(self._fts[t], key)
-        self._finite(self._fts[t], key, tensor)
-        tensor = tensor.reshape(-1)
-        return (tensor if tensor.dtype in _NUMPY_FLOATS else tensor.to(work)).numpy()
+    def _finetuned(self, t: int, key: str, work: torch.dtype) -> np.ndarray:
+        """Task t's flat fine-tuned tensor in the working dtype (unchecked: see ``merged``)."""
+        tensor = self._peek(self._fts[t], key).reshape(-1)
+        return tensor.to(work).numpy()  # a no-op unless fp16 / bf16: numpy's fp16 math is slow
 
     def _chunk(self, start: int, stop: int, norms, fts, base: np.ndarray, dest: np.ndarray):
         """dest[start:stop] = base + sum_t tau_t * (I'_t > lower) over one column chunk."""
@@ -191,11 +182,18 @@ class StaStream:
         if base.dtype not in self._work:
             self._work[base.dtype] = np.empty((1, CHUNK), dtype=base.dtype)
         norms = [self._normaliser(t, key) for t in range(len(self._imps))]
-        fts = [self._task_vectors_source(t, key, work) for t in range(len(self._fts))]
+        fts = [self._finetuned(t, key, work) for t in range(len(self._fts))]
         dest = np.empty_like(base)
-        for start in range(0, base.size, CHUNK):
-            self._chunk(start, min(start + CHUNK, base.size), norms, fts, base, dest)
-        return torch.from_numpy(dest).to(pre.dtype).reshape(pre.shape)
+        with np.errstate(all="ignore"):  # inf * 0 and overflow: found below, as torch would
+            for start in range(0, base.size, CHUNK):
+                self._chunk(start, min(start + CHUNK, base.size), norms, fts, base, dest)
+        merged = torch.from_numpy(dest)
+        if not bool(torch.isfinite(merged.sum())):
+            # NaN / inf in any theta_t reaches the output (tau * 0 is NaN): one sum checks all N;
+            # the checked reads name the file (finite inputs that overflowed are let through)
+            for source in self._fts:
+                _ = source[key]
+        return merged.to(pre.dtype).reshape(pre.shape)
 
     def finish(self, out: Mapping[str, torch.Tensor]) -> None:
         """Nothing to patch: every tensor is exact when ``merged`` returns it."""
