@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import pandas as pd
 import torch
@@ -21,6 +22,7 @@ __all__ = [
     "flatten_masks",
     "lower_rank",
     "minmax_normalise",
+    "selection_network",
     "selection_rates",
     "sta_fusion_masks",
     "sta_fusion_masks_for_tensor",
@@ -64,22 +66,89 @@ def lower_rank(n: int, p: float) -> int:
     return min(n - 1, math.floor((n - 1) * p + 1e-9))  # 1e-9: 0.7 * 10 must give 7, not 6
 
 
+#: one compiled selection step: (max rather than min?, input buffer, input buffer, output buffer)
+Step = tuple[bool, int, int, int]
+
+
+def _batcher_pairs(n: int) -> list[tuple[int, int]]:
+    """Comparators (low index, high index) of Batcher's odd-even merge sort for n inputs.
+
+    Built for the next power of two; comparators that touch a padding position are dropped, which
+    is exact because padding would be +inf at the top and such a comparator leaves both as they are.
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs = []
+    block = 1
+    while block < size:  # merge sorted runs of length `block` into runs of 2 * block
+        gap = block
+        while gap >= 1:
+            for start in range(gap % block, size - gap, 2 * gap):
+                for offset in range(min(gap, size - start - gap)):
+                    low, high = start + offset, start + offset + gap
+                    if low // (2 * block) == high // (2 * block) and high < n:
+                        pairs.append((low, high))
+            gap //= 2
+        block *= 2
+    return pairs
+
+
+@lru_cache(maxsize=64)
+def selection_network(n: int, rank: int) -> tuple[tuple[Step, ...], int, int]:
+    """Steps that leave the rank-th smallest of buffers 0..n-1 in the returned buffer.
+
+    Inputs are never written (the mask compares them afterwards); outputs go to scratch buffers
+    n, n + 1, ... Returns (steps, result buffer, number of buffers).
+    """
+    needed, kept = {rank}, []
+    for low, high in reversed(_batcher_pairs(n)):
+        use_min, use_max = low in needed, high in needed
+        if use_min or use_max:
+            kept.append((low, high, use_min, use_max))
+            needed |= {low, high}
+    kept.reverse()
+    where = list(range(n))  # position -> buffer holding its current value
+    free: list[int] = []
+    count = n
+    steps: list[Step] = []
+
+    def scratch() -> int:
+        nonlocal count
+        if free:
+            return free.pop()
+        count += 1
+        return count - 1
+
+    for low, high, use_min, use_max in kept:
+        a, b = where[low], where[high]
+        outs = []
+        for wanted, position, is_max in ((use_min, low, False), (use_max, high, True)):
+            if wanted:
+                out = scratch()
+                steps.append((is_max, a, b, out))
+                outs.append((position, out))
+        for position, out in outs:
+            where[position] = out
+        for old in (a, b):
+            if old >= n and old not in where:
+                free.append(old)
+    return tuple(steps), where[rank], count
+
+
 def _order_statistic(stacked: torch.Tensor, rank: int) -> torch.Tensor:
     """The rank-th smallest value along dim 0 (the task axis) at every element.
 
-    For the few tasks a merge has, an odd-even transposition network of element-wise min / max is
-    several times faster than ``torch.sort`` or ``torch.quantile`` along a short axis.
+    For the few tasks a merge has, a selection network of element-wise min / max is several times
+    faster than ``torch.sort`` or ``torch.quantile`` along a short axis.
     """
     if stacked.shape[0] > 16:
         return torch.sort(stacked, dim=0).values[rank]
-    rows = list(stacked)
-    for round_index in range(len(rows)):
-        for i in range(round_index % 2, len(rows) - 1, 2):
-            rows[i], rows[i + 1] = (
-                torch.minimum(rows[i], rows[i + 1]),
-                torch.maximum(rows[i], rows[i + 1]),
-            )
-    return rows[rank]
+    steps, result, count = selection_network(stacked.shape[0], rank)
+    buffers = list(stacked) + [torch.empty_like(stacked[0]) for _ in range(count - len(stacked))]
+    for is_max, a, b, out in steps:
+        (torch.maximum if is_max else torch.minimum)(buffers[a], buffers[b], out=buffers[out])
+    return buffers[result]
 
 
 def sta_fusion_masks_for_tensor(

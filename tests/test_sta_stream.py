@@ -9,7 +9,8 @@ from safetensors.torch import load_file, save_file
 
 from taskarith_core.errors import InputError
 from taskarith_core.fusion import merge
-from taskarith_core.fusion.sta_stream import CHUNK, StaStream, _batcher_pairs, selection_steps
+from taskarith_core.fusion.sta_stream import CHUNK, StaStream
+from taskarith_core.masks import _batcher_pairs, selection_network
 from taskarith_core.streaming import stream_merge
 
 # "big" spans several chunks and ends in a partial one
@@ -72,11 +73,11 @@ def test_network_sorts_every_zero_one_input(n):
 def test_pruned_steps_give_each_order_statistic_and_keep_inputs(n):
     rng = np.random.default_rng(n)
     for rank in range(n):
-        steps, result, count = selection_steps(n, rank)
+        steps, result, count = selection_network(n, rank)
         buffers = rng.integers(0, 4, size=(count, 257)).astype(np.float32)
         inputs = buffers[:n].copy()
-        for fn, a, b, out in steps:
-            fn(buffers[a], buffers[b], out=buffers[out])
+        for is_max, a, b, out in steps:
+            (np.maximum if is_max else np.minimum)(buffers[a], buffers[b], out=buffers[out])
         assert np.array_equal(buffers[:n], inputs)
         assert np.array_equal(buffers[result], np.sort(inputs, axis=0)[rank])
 

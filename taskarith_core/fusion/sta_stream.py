@@ -14,88 +14,18 @@ bit: normalisation ``(I - low) / span`` in float32, ``tau * mask`` summed task b
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 
 import numpy as np
 import torch
 
-from ..masks import lower_rank
+from ..masks import lower_rank, selection_network
 from ..taskvec import is_editable
 from ._per_tensor import work_dtype
 
-__all__ = ["CHUNK", "StaStream", "selection_steps"]
+__all__ = ["CHUNK", "StaStream"]
 
 #: elements per column chunk: N rows of normalised importances and the network's scratch fit in L2
 CHUNK = 1 << 15
-
-#: one compiled network step: (np.minimum or np.maximum, input buffer, input buffer, output buffer)
-Step = tuple[np.ufunc, int, int, int]
-
-
-def _batcher_pairs(n: int) -> list[tuple[int, int]]:
-    """Comparators (low index, high index) of Batcher's odd-even merge sort for n inputs.
-
-    Built for the next power of two; comparators that touch a padding position are dropped, which
-    is exact because padding would be +inf at the top and such a comparator leaves both as they are.
-    """
-    size = 1
-    while size < n:
-        size *= 2
-    pairs = []
-    block = 1
-    while block < size:  # merge sorted runs of length `block` into runs of 2 * block
-        gap = block
-        while gap >= 1:
-            for start in range(gap % block, size - gap, 2 * gap):
-                for offset in range(min(gap, size - start - gap)):
-                    low, high = start + offset, start + offset + gap
-                    if low // (2 * block) == high // (2 * block) and high < n:
-                        pairs.append((low, high))
-            gap //= 2
-        block *= 2
-    return pairs
-
-
-@lru_cache(maxsize=64)
-def selection_steps(n: int, rank: int) -> tuple[tuple[Step, ...], int, int]:
-    """Steps that leave the rank-th smallest of buffers 0..n-1 in the returned buffer.
-
-    Inputs are never written (the mask compares them afterwards); outputs go to scratch buffers
-    n, n + 1, ... Returns (steps, result buffer, number of buffers).
-    """
-    needed, kept = {rank}, []
-    for low, high in reversed(_batcher_pairs(n)):
-        use_min, use_max = low in needed, high in needed
-        if use_min or use_max:
-            kept.append((low, high, use_min, use_max))
-            needed |= {low, high}
-    kept.reverse()
-    where = list(range(n))  # position -> buffer holding its current value
-    free: list[int] = []
-    count = n
-    steps: list[Step] = []
-
-    def scratch() -> int:
-        nonlocal count
-        if free:
-            return free.pop()
-        count += 1
-        return count - 1
-
-    for low, high, use_min, use_max in kept:
-        a, b = where[low], where[high]
-        outs = []
-        for wanted, position, fn in ((use_min, low, np.minimum), (use_max, high, np.maximum)):
-            if wanted:
-                out = scratch()
-                steps.append((fn, a, b, out))
-                outs.append((position, out))
-        for position, out in outs:
-            where[position] = out
-        for old in (a, b):
-            if old >= n and old not in where:
-                free.append(old)
-    return tuple(steps), where[rank], count
 
 
 class StaStream:
@@ -116,7 +46,10 @@ class StaStream:
     ) -> None:
         self._pre, self._fts, self._imps = pretrained, list(finetuned), list(importances)
         n = len(self._fts)
-        self._steps, self._result, count = selection_steps(n, lower_rank(n, p))
+        steps, self._result, count = selection_network(n, lower_rank(n, p))
+        self._steps = [
+            (np.maximum if is_max else np.minimum, a, b, out) for is_max, a, b, out in steps
+        ]
         self._buffers = np.empty((count, CHUNK), dtype=np.float32)
         self._zeros = np.zeros(CHUNK, dtype=np.float32)
         self._mask = np.empty(CHUNK, dtype=bool)
