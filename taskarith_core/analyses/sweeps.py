@@ -244,15 +244,6 @@ def _subsets(tasks: Sequence[str], size: int, limit: int, rng: random.Random) ->
     return combos if len(combos) <= limit else rng.sample(combos, limit)
 
 
-def _streams(source: Any, stream: bool | None) -> bool:
-    """Stream a manifest's (large, real) checkpoints by default, not the small embedded zoo."""
-    if stream is not None:
-        return stream
-    from ..real.source import ManifestSource
-
-    return isinstance(source, ManifestSource)
-
-
 def _subset_merger(source, tasks, stream: bool, samples: int, seed: int, device: Any):
     """``(method, subset, value) -> merged state``: from models held once in memory, or streamed
     from the checkpoint files (one merged copy at a time)."""
@@ -260,8 +251,9 @@ def _subset_merger(source, tasks, stream: bool, samples: int, seed: int, device:
         from ..real.streamed import streamed_method
 
         def from_files(name: str, subset: Sequence[str], value: float) -> dict:
-            context = {"samples": samples, "seed": seed, "device": device}
-            with streamed_method(source, name, subset, values=[value], **context) as prep:
+            with streamed_method(
+                source, name, subset, values=[value], samples=samples, seed=seed, device=device
+            ) as prep:
                 return prep.merge(value)
 
         return from_files
@@ -311,7 +303,10 @@ def task_count_scaling(
         raise InputError(f"task counts {bad} must lie in [2, {len(tasks)}] and subsets >= 1")
     rng = random.Random(seed)
     plan = [(n, s) for n in counts for s in _subsets(tasks, n, subsets, rng)]
-    merged = _subset_merger(source, tasks, _streams(source, stream), samples, seed, device)
+    from ..real.streamed import should_stream
+
+    stream = should_stream(source, stream)
+    merged = _subset_merger(source, tasks, stream, samples, seed, device)
     rows = []
     for index, (n, subset) in enumerate(plan):
         for name, value in methods.items():

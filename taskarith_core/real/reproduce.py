@@ -108,7 +108,7 @@ def reproduce(
     every merged / negated model from the files one tensor at a time, so at most one model copy
     is held beside the evaluation tower; the numbers are the same either way."""
     from ..analyses.protocol import addition_protocol, negation_protocol
-    from .source import ManifestSource
+    from .streamed import should_stream
 
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r}; use addition or negation")
@@ -117,8 +117,7 @@ def reproduce(
             f"{source.name}: negation needs a control set; add `control:` to the manifest"
         )
     run = addition_protocol if protocol == "addition" else negation_protocol
-    if stream is None:
-        stream = isinstance(source, ManifestSource)
+    stream = should_stream(source, stream)
     ours = run(
         source,
         list(methods),

@@ -36,7 +36,7 @@ from .tensorfiles import (
     write_shards,
 )
 
-__all__ = ["StreamedMethod", "streamed_method", "streamed_negation"]
+__all__ = ["StreamedMethod", "should_stream", "streamed_method", "streamed_negation"]
 
 StateDict = dict[str, torch.Tensor]
 #: registry methods whose delta is ``lam * X(taus)`` computed last, so X can be precomputed
@@ -225,6 +225,16 @@ class StreamedMethod:
             lam = full["lam"]
             return assemble(self._in.pre, lambda key, pre: pre + x[key][key] * lam)
         return assemble(self._in.pre, lambda key, pre: self._delta(key, pre, full, k, False))
+
+
+def should_stream(source: Any, stream: bool | None) -> bool:
+    """The caller's choice, else stream a manifest's (large, real) checkpoints and keep the small
+    embedded zoo on its in-memory path."""
+    if stream is not None:
+        return stream
+    from .source import ManifestSource
+
+    return isinstance(source, ManifestSource)
 
 
 def _context(samples: int, seed: int, device: Any) -> dict[str, Any]:
