@@ -199,3 +199,28 @@ def test_xi_grid_same_as_with_module_forward(tmp_path, monkeypatch):
     module = disentanglement_grid(tiny, "task0", "task1", **kwargs)
     assert fast["xi"].max() > 0  # the grid is not trivially zero
     assert fast["xi"].tolist() == module["xi"].tolist()
+
+
+def test_agreement_probe_accepts_reassociation_and_rejects_other_results():
+    """The oneDNN probe must not refuse float32 summation-order differences (it once did, on
+    entries near zero, and the fused op was never used) nor accept a different computation."""
+    from taskarith_core.models.fast_forward import _agrees
+
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(7, 64, generator=gen), torch.randn(48, 64, generator=gen)
+    ref = F.linear(x, w)
+    reordered = (x.double() @ w.double().T).float()  # same products, another summation order
+    assert _agrees(reordered, ref)
+    assert not _agrees(F.gelu(ref), ref)
+    assert not _agrees(ref * (1 + 1e-3), ref)
+    assert not _agrees(ref[:, :-1], ref)
+
+
+def test_cpu_inference_uses_the_fused_op_when_this_torch_has_it():
+    from taskarith_core.models import fast_forward
+
+    fast_forward._onednn_linear.cache_clear()
+    has_op = hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
+    if not has_op:
+        pytest.skip("this torch build has no oneDNN fused linear")
+    assert fast_forward._onednn_linear() is not None
