@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,7 +15,10 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-os.environ.setdefault("TASKARITH_CACHE", tempfile.mkdtemp(prefix="taskarith-test-cache-"))
+if "TASKARITH_CACHE" not in os.environ:
+    _TEST_CACHE = tempfile.mkdtemp(prefix="taskarith-test-cache-")
+    os.environ["TASKARITH_CACHE"] = _TEST_CACHE
+    atexit.register(shutil.rmtree, _TEST_CACHE, ignore_errors=True)  # not left behind in /tmp
 
 
 @pytest.fixture(scope="session")

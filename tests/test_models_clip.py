@@ -78,3 +78,33 @@ def test_check_compatible_names_first_problem():
         check_compatible(ref, {"a": torch.ones(3, 2), "b": torch.ones(4)}, "f")
     with pytest.raises(InputError, match="unexpected key 'c'"):
         check_compatible(ref, {"a": torch.ones(2, 3), "b": torch.ones(4), "c": torch.ones(1)}, "f")
+
+
+def test_registered_config_files_are_removed_when_the_process_ends(tmp_path):
+    """open_clip reads configs from files; ours live in a per-process temp folder that must not
+    outlive the process (hundreds of them had piled up in /tmp)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import os, tempfile\n"
+        "from taskarith_core.models.clip import register_arch, _config_dir\n"
+        "from tests.tiny_source import TINY_ARCH, TINY_CONFIG\n"
+        "register_arch(TINY_CONFIG, TINY_ARCH)\n"
+        "print(_config_dir())\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=root,
+    )
+    folder = out.stdout.strip().splitlines()[-1]
+    assert folder.startswith(str(tmp_path))
+    assert not list(tmp_path.glob("taskarith_open_clip_configs_*"))

@@ -7,8 +7,10 @@ the first key that is missing, unexpected, or of another shape, with both shapes
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,9 +38,13 @@ _REGISTERED: dict[str, dict[str, Any]] = {}
 
 
 def _config_dir() -> Path:
-    """Per-process folder for the JSON files open_clip's registry reads (it only takes paths)."""
+    """Per-process folder for the JSON files open_clip's registry reads (it only takes paths, and
+    re-reads them whenever a config is added, so they must live as long as the process: removed
+    at exit rather than left in the temp folder)."""
     folder = Path(tempfile.gettempdir()) / f"taskarith_open_clip_configs_{os.getpid()}"
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
 
 
