@@ -61,3 +61,19 @@ def test_grids_default_to_the_papers_and_scale_for_talos(tiny, tiny_talos):
         method_grid(tiny, "ta", tiny.tasks, {"ta": []})
     with pytest.raises(InputError, match="unknown method"):
         addition_protocol(tiny, ["bogus"])
+
+
+def test_sta_forgetting_searches_p_finer_near_one(tiny):
+    """STA forgetting has no lambda, so p alone is searched; in steps of 0.05 up to 0.99 (the
+    addition grid stops at 0.9, where the control rule's boundary often lies)."""
+    from taskarith_core.analyses.sweeps import NEGATION_P_GRID, P_GRID
+
+    forget = method_grid(tiny, "sta-lp", tiny.tasks, None, negation=True)
+    assert forget == list(NEGATION_P_GRID)
+    assert {0.85, 0.95, 0.99} <= set(forget) and set(P_GRID) <= set(forget)
+    assert forget == sorted(forget)
+    assert method_grid(tiny, "ta", tiny.tasks, None, negation=True) == method_grid(
+        tiny, "ta", tiny.tasks, None
+    )
+    sweep = negation_sweep(tiny, "sta-lp", tasks=tiny.tasks[:1], samples=2)
+    assert sweep["value"].tolist() == list(NEGATION_P_GRID)

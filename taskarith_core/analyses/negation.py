@@ -158,7 +158,7 @@ def negation_sweep(
     control = source.control_task
     if not control:
         raise InputError(f"model source {source.name!r} has no control set; negation needs one")
-    values = list(spec.grid if values is None else values)
+    values = list(spec.forget_grid if values is None else values)
     if not values:
         raise InputError("the negation sweep has no values; give at least one value")
     tasks = resolve_tasks(source, tasks)

@@ -41,19 +41,25 @@ def _talos_sparsity(source: Any, tasks: Sequence[str]) -> float:
 
 
 def method_grid(
-    source: Any, name: str, tasks: Sequence[str], grids: Mapping[str, Sequence[float]] | None
+    source: Any,
+    name: str,
+    tasks: Sequence[str],
+    grids: Mapping[str, Sequence[float]] | None,
+    negation: bool = False,
 ) -> list[float]:
-    """The grid a method is tuned on: the caller's, else the paper's (scaled for TaLoS masks)."""
+    """The grid a method is tuned on: the caller's, else the paper's (scaled for TaLoS masks);
+    ``negation``: the grid searched for forgetting (finer in p for STA)."""
     if grids and name in grids:
         values = [float(v) for v in grids[name]]
         if not values:
             raise InputError(f"the grid for {name!r} is empty; give at least one value")
         return values
     spec = method_spec(name)
+    grid = spec.forget_grid if negation else spec.grid
     if spec.masks == "talos" and spec.param == "lam":
         k = _talos_sparsity(source, tasks)
-        return [round(v / max(1.0 - k, 1e-3), 4) for v in spec.grid]
-    return list(spec.grid)
+        return [round(v / max(1.0 - k, 1e-3), 4) for v in grid]
+    return list(grid)
 
 
 def reference_rows(
@@ -230,7 +236,7 @@ def negation_protocol(
     tasks = resolve_tasks(source, tasks)
     frames = []
     for index, name in enumerate(methods):
-        grid = method_grid(source, name, tasks, grids)
+        grid = method_grid(source, name, tasks, grids, negation=True)
         common = dict(
             tasks=tasks,
             device=device,

@@ -26,6 +26,7 @@ __all__ = [
     "K_GRID",
     "LAMBDA_GRID",
     "METHODS",
+    "NEGATION_P_GRID",
     "P_GRID",
     "MethodSpec",
     "Prepared",
@@ -42,6 +43,9 @@ __all__ = [
 LAMBDA_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))
 #: STA's quantile p (the paper fixes 0.7; a researcher scans it).
 P_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))
+#: STA forgetting has no lambda (Eq. 20): p alone sets how much of the task is removed, and the
+#: control rule's boundary lies at p 0.7-0.95, so p is searched there in steps of 0.05 as lambda is.
+NEGATION_P_GRID = (0.1, 0.2, 0.3, 0.4, *(round(0.05 * i, 2) for i in range(10, 20)), 0.975, 0.99)
 #: TaLoS A.1: sparsity ratios {0.1, ..., 0.9, 0.95, 0.99}.
 K_GRID = (*(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.99)
 
@@ -57,6 +61,11 @@ class MethodSpec:
     masks: str | None = None  #: "talos" (the source's masks) or "fisher" (post-hoc bottom-k)
     fixed: dict[str, Any] = field(default_factory=dict)
     negation: str | None = None  #: NEGATION_METHODS entry, when the method can forget
+    negation_grid: tuple[float, ...] | None = None  #: values searched for forgetting, if not grid
+
+    @property
+    def forget_grid(self) -> tuple[float, ...]:
+        return self.negation_grid or self.grid
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -65,7 +74,9 @@ METHODS: dict[str, MethodSpec] = {
     "dare": MethodSpec("dare", "lam", LAMBDA_GRID),
     "consensus": MethodSpec("consensus", "lam", LAMBDA_GRID),
     **{
-        f"sta-{name.replace('_', '')}": MethodSpec("sta", "p", P_GRID, metric=name, negation="sta")
+        f"sta-{name.replace('_', '')}": MethodSpec(
+            "sta", "p", P_GRID, metric=name, negation="sta", negation_grid=NEGATION_P_GRID
+        )
         for name in ("lp", "amp", "lp_amp", "fisher", "magnitude", "random")
     },
     "talos-mask": MethodSpec(
