@@ -224,3 +224,21 @@ def test_cpu_inference_uses_the_fused_op_when_this_torch_has_it():
     if not has_op:
         pytest.skip("this torch build has no oneDNN fused linear")
     assert fast_forward._onednn_linear() is not None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_attention_paths_agree_with_sdpa(threads):
+    """The batched-matmul attention used with several CPU threads computes SDPA's function
+    (including the class-token-only query of the last block)."""
+    from taskarith_core.models.fast_forward import _scaled_dot_product
+
+    gen = torch.Generator().manual_seed(0)
+    k, v = torch.randn(2, 5, 3, 17, 8, generator=gen)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for q in (torch.randn(5, 3, 17, 8, generator=gen), torch.randn(5, 3, 1, 8, generator=gen)):
+            expected = F.scaled_dot_product_attention(q, k, v)
+            torch.testing.assert_close(_scaled_dot_product(q, k, v), expected)
+    finally:
+        torch.set_num_threads(old)
