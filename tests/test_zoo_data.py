@@ -77,3 +77,21 @@ def test_pretrain_control_adds_fresh_control_images():
     flat = added.reshape(len(added), -1)
     for split in (control_train, control_test):  # drawn apart from the splits, not copied
         assert not (flat[:, None] == split.reshape(len(split), -1)[None]).all(-1).any()
+
+
+def test_control_sizes_resize_only_the_controls_splits():
+    from taskarith_core.zoo.data import tasks_json
+
+    big = DataSpec(tasks=("shapes",), sizes=SMALL.sizes, control_sizes={"val": 50, "test": 60})
+    plain = DataSpec(tasks=("shapes",), sizes=SMALL.sizes)
+    assert len(load_split(CONTROL_TASK, "val", spec=big)[1]) == 50
+    assert len(load_split(CONTROL_TASK, "test", spec=big)[1]) == 60
+    assert len(load_split("shapes", "test", spec=big)[1]) == 30  # tasks keep ``sizes``
+    # the control's train split (part of the pretraining mixture) is untouched
+    assert torch.equal(
+        load_split(CONTROL_TASK, "train", spec=big)[0],
+        load_split(CONTROL_TASK, "train", spec=plain)[0],
+    )
+    info = tasks_json(big)["task_info"]
+    assert info[CONTROL_TASK]["sizes"] == {"train": 40, "val": 50, "test": 60}
+    assert info["shapes"]["sizes"] == SMALL.sizes

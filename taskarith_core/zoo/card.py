@@ -312,7 +312,9 @@ def recipe_notes(root: str | Path) -> list[str]:
         "fine-tuning, so weights a paradigm does not train stay bit-identical (sparse task "
         "vectors are exactly sparse).",
         f"**Tasks.** {', '.join(info['tasks'])} (control: {info['control']}); splits "
-        f"{data['sizes']} images per task, generated from seed {data['seed']} "
+        f"{data['sizes']} images per task"
+        + (f" (control {data['control_sizes']})" if data.get("control_sizes") else "")
+        + f", generated from seed {data['seed']} "
         "(`taskarith_core.zoo.data`)"
         + ("; digits and printed_digits are the closely related pair." if pair else "."),
         f"**Pretraining** (contrastive, both towers): {pre['steps']} steps, batch "
@@ -330,9 +332,11 @@ def recipe_notes(root: str | Path) -> list[str]:
         f"{talos['batches_per_round']}x{talos['batch_size']} examples (the paper: 10x128), soft "
         f"mask {talos['soft']}, gradients masked (Eq. 8).",
         "**Directions measured here** that earlier probes (width 128, 6 tasks; shared/DESIGN.md "
-        "section 5) had not covered: TaLoS sparse fine-tuning (paradigm `talos`), and 8 tasks "
-        "with a closely related pair. Not measured: a deeper and wider tower pretrained longer "
-        "(its pretraining did not fit the 2-core CPU budget of a build).",
+        "section 5) had not covered: TaLoS sparse fine-tuning (paradigm `talos`), 8 tasks "
+        "with a closely related pair, and longer pretraining with more control images (the "
+        "project README lists each variant measured and its negation numbers). "
+        "Not measured: a deeper and wider tower (it would not fit the 1 s evaluation and 30 min "
+        "build budgets of a 2-core CPU).",
     ]
 
 

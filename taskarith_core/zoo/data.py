@@ -52,7 +52,17 @@ class DataSpec:
     #: extra control images (drawn apart from its splits) in the mixture: the role of the broad
     #: web data a foundation model has seen most, so the control is well learned, as ImageNet is
     pretrain_control: int = 0
+    #: split sizes of the control that differ from ``sizes`` (e.g. a larger val / test: negation
+    #: picks lambda by the control's accuracy, so its noise decides the choice; ImageNet's val
+    #: has 50000 images). Its train split feeds the pretraining: overriding "train" changes it.
+    control_sizes: dict[str, int] = field(default_factory=dict)
     seed: int = 0
+
+    def split_size(self, task: str, split: str) -> int:
+        """Images in ``task``'s ``split``: the control's own size where it has one."""
+        if task == self.control and split in self.control_sizes:
+            return self.control_sizes[split]
+        return self.sizes[split]
 
 
 def check_task(task: str, spec: DataSpec) -> None:
@@ -82,7 +92,7 @@ def _handwritten_sources(split: str, seed: int) -> np.ndarray:
 @lru_cache(maxsize=64)
 def _generate(spec_json: str, task: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     spec = _spec_from_json(spec_json)
-    n = spec.sizes[split]
+    n = spec.split_size(task, split)
     rng = _rng(spec, task, split)
     labels = _balanced_labels(n, len(TASKS[task].classnames), rng)
     kwargs = {"sources": _handwritten_sources(split, spec.seed)} if task == "digits" else {}
@@ -147,7 +157,7 @@ def tasks_json(spec: DataSpec) -> dict:
         t: {
             "classnames": list(TASKS[t].classnames),
             "templates": list(TASKS[t].templates),
-            "sizes": dict(spec.sizes),
+            "sizes": {split: spec.split_size(t, split) for split in spec.sizes},
         }
         for t in [*spec.tasks, spec.control]
     }
