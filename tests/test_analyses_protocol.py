@@ -52,11 +52,17 @@ def test_negation_choice_obeys_the_control_rule_on_val(tiny):
     assert "mean" in set(table["task"]) and set(table["split"]) == {"test"}
 
 
-def test_grids_default_to_the_papers_and_scale_for_talos(tiny, tiny_talos):
+def test_grids_default_to_the_papers_and_extend_for_talos(tiny, tiny_talos):
+    from taskarith_core.analyses.protocol import _talos_sparsity
+    from taskarith_core.analyses.sweeps import LAMBDA_GRID
+
     assert method_grid(tiny, "ta", tiny.tasks, None)[-1] == 1.0
     assert method_grid(tiny, "sta-lp", tiny.tasks, None)[0] == 0.1
-    scaled = method_grid(tiny_talos, "talos-mask", tiny_talos.tasks, None)
-    assert scaled[-1] > 5.0  # ~90% of entries frozen: lambda range stretched by 1 / (1 - k)
+    extended = method_grid(tiny_talos, "talos-mask", tiny_talos.tasks, None)
+    k = _talos_sparsity(tiny_talos, tiny_talos.tasks)
+    assert extended[-1] == pytest.approx(1.0 / (1.0 - k), abs=1e-3) and extended[-1] > 5.0
+    assert set(LAMBDA_GRID) <= set(extended)  # extended, not shifted: the small values stay
+    assert extended == sorted(set(extended))
     with pytest.raises(InputError, match="empty"):
         method_grid(tiny, "ta", tiny.tasks, {"ta": []})
     with pytest.raises(InputError, match="unknown method"):

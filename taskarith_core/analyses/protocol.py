@@ -6,8 +6,8 @@ split, whichever way the test numbers fall (Ilharco et al.; seed 002 A; TaLoS A.
 - addition: the value of the method's parameter (lambda on {0.05, ..., 1.0}, STA's p on
   {0.1, ..., 0.9}, sparsity k) with the highest mean normalised validation accuracy;
 - negation: per target task, the value with the lowest validation target accuracy whose control
-  accuracy stays >= 95% of zero-shot. TaLoS-masked vectors get the lambda grid scaled by
-  1 / (1 - k), k their measured sparsity (TaLoS A.1).
+  accuracy stays >= 95% of zero-shot. TaLoS-masked vectors get the lambda range extended by
+  1 / (1 - k), k their measured sparsity (TaLoS A.1): the paper's grid plus the grid scaled by it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def method_grid(
     grids: Mapping[str, Sequence[float]] | None,
     negation: bool = False,
 ) -> list[float]:
-    """The grid a method is tuned on: the caller's, else the paper's (scaled for TaLoS masks);
+    """The grid a method is tuned on: the caller's, else the paper's (extended for TaLoS masks);
     ``negation``: the grid searched for forgetting (finer in p for STA)."""
     if grids and name in grids:
         values = [float(v) for v in grids[name]]
@@ -57,8 +57,10 @@ def method_grid(
     spec = method_spec(name)
     grid = spec.forget_grid if negation else spec.grid
     if spec.masks == "talos" and spec.param == "lam":
+        # "extend this range by 1/(1-k)": sparse vectors have a lower norm, so larger lambdas are
+        # added; the small ones stay, since a model can still peak there (the zoo's does, at 0.15)
         k = _talos_sparsity(source, tasks)
-        return [round(v / max(1.0 - k, 1e-3), 4) for v in grid]
+        return sorted({*grid, *(round(v / max(1.0 - k, 1e-3), 4) for v in grid)})
     return list(grid)
 
 

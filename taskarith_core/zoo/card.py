@@ -33,7 +33,7 @@ __all__ = [
 ADDITION_METHODS = {
     "full": ("ta", "ties", "sta-lp", "sta-amp", "sta-lpamp", "sta-random"),
     "attention": ("ta", "sta-lp", "sta-random"),
-    "talos": ("ta", "talos-mask"),  # talos-mask: lambda grid scaled by 1 / (1 - k) (TaLoS A.1)
+    "talos": ("ta", "talos-mask"),  # talos-mask: lambda range extended by 1 / (1 - k) (TaLoS A.1)
 }
 NEGATION_METHODS = {"full": ("ta", "sta-lp"), "attention": ("ta",), "talos": ("ta", "talos-mask")}
 #: a claim "holds" only when the normalised-accuracy gap exceeds this many points (about the
@@ -175,7 +175,7 @@ def acceptance_checks(card: dict) -> dict[str, dict]:
 
 
 def _best_on_val(addition: dict[str, dict]) -> str:
-    """Task arithmetic on a paradigm's vectors with the lambda grid (plain or TaLoS-scaled) that
+    """Task arithmetic on a paradigm's vectors with the lambda grid (plain or TaLoS-extended) that
     scores best on validation (never the test score)."""
     methods = {m: v for m, v in addition.items() if m in ("ta", "talos-mask")}
     return max(methods, key=lambda m: methods[m].get("val_normalised") or -1.0)
