@@ -132,3 +132,43 @@ def test_task_count_scaling_streams_the_same(tiny, monkeypatch):
         _no_whole_models(tiny, patch)
         got = task_count_scaling(tiny, methods, subsets=2, seed=1, samples=8, stream=True)
     pd.testing.assert_frame_equal(expected, got)
+
+
+def test_streamed_task_count_scaling_writes_each_importance_once(tiny, monkeypatch):
+    """Dozens of subsets share one importance file per task (it was copied once per subset), and
+    the numbers stay those of the in-memory path."""
+    from taskarith_core.analyses.sweeps import task_count_scaling
+    from taskarith_core.models import importance as model_importance
+
+    methods = {"sta-lp": 0.6}
+    expected = task_count_scaling(tiny, methods, subsets=3, seed=2, samples=8, stream=False)
+    calls: list[str] = []
+    real = model_importance.cached_importance
+
+    def counting(source, task, *args, **kwargs):
+        calls.append(task)
+        return real(source, task, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        _no_whole_models(tiny, patch)
+        patch.setattr(model_importance, "cached_importance", counting)
+        got = task_count_scaling(tiny, methods, subsets=3, seed=2, samples=8, stream=True)
+    pd.testing.assert_frame_equal(expected, got)
+    assert len(got) > len(tiny.tasks)  # more subsets than tasks, so sharing matters
+    assert sorted(calls) == sorted(tiny.tasks)
+
+
+def test_subset_views_share_side_files_and_refuse_unknown_tasks(tiny_talos):
+    from taskarith_core.real.streamed import streamed_subsets
+
+    tasks = tiny_talos.tasks
+    with streamed_subsets(tiny_talos, tasks, samples=4) as open_method:
+        with open_method("talos-mask", tasks[:1], values=[1.0]) as first:
+            first_masks = first._masks
+            first.merge(1.0)
+        with open_method("talos-mask", tasks, values=[1.0]) as both:
+            assert both._masks[0] is first_masks[0]  # the same open view, not a new copy
+            both.merge(1.0)
+        with pytest.raises(InputError, match="not among"):
+            with open_method("ta", ["nope"]):
+                pass

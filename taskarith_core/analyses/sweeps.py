@@ -9,6 +9,7 @@ inputs (importances, masks) it needs. Side inputs are built once per sweep, not 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -255,19 +256,22 @@ def _subsets(tasks: Sequence[str], size: int, limit: int, rng: random.Random) ->
     return combos if len(combos) <= limit else rng.sample(combos, limit)
 
 
+@contextlib.contextmanager
 def _subset_merger(source, tasks, stream: bool, samples: int, seed: int, device: Any):
     """``(method, subset, value) -> merged state``: from models held once in memory, or streamed
-    from the checkpoint files (one merged copy at a time)."""
+    from the checkpoint files (one merged copy at a time; each task's importance file written
+    once for all subsets)."""
     if stream:
-        from ..real.streamed import streamed_method
+        from ..real.streamed import streamed_subsets
 
-        def from_files(name: str, subset: Sequence[str], value: float) -> dict:
-            with streamed_method(
-                source, name, subset, values=[value], samples=samples, seed=seed, device=device
-            ) as prep:
-                return prep.merge(value)
+        with streamed_subsets(source, tasks, samples=samples, seed=seed, device=device) as open_:
 
-        return from_files
+            def from_files(name: str, subset: Sequence[str], value: float) -> dict:
+                with open_(name, subset, values=[value]) as prep:
+                    return prep.merge(value)
+
+            yield from_files
+        return
     pre = source.load_pretrained()
     fts = {t: source.load_finetuned(t) for t in tasks}
 
@@ -284,7 +288,7 @@ def _subset_merger(source, tasks, stream: bool, samples: int, seed: int, device:
         )
         return prep.merge(value)
 
-    return in_memory
+    yield in_memory
 
 
 def task_count_scaling(
@@ -317,22 +321,17 @@ def task_count_scaling(
     from ..real.streamed import should_stream
 
     stream = should_stream(source, stream)
-    merged = _subset_merger(source, tasks, stream, samples, seed, device)
     rows = []
-    for index, (n, subset) in enumerate(plan):
-        for name, value in methods.items():
-            frame = evaluate_merged(
-                source,
-                merged(name, subset, float(value)),
-                subset,
-                split=split,
-                device=device,
-                max_samples=max_samples,
-            )
-            rows.append(
-                (name, value, n, ",".join(subset), *frame[["accuracy", "normalised"]].mean())
-            )
-        progress(index + 1, len(plan), f"N={n}")
+    with _subset_merger(source, tasks, stream, samples, seed, device) as merged:
+        for index, (n, subset) in enumerate(plan):
+            for name, value in methods.items():
+                state = merged(name, subset, float(value))
+                frame = evaluate_merged(
+                    source, state, subset, split=split, device=device, max_samples=max_samples
+                )
+                means = frame[["accuracy", "normalised"]].mean()
+                rows.append((name, value, n, ",".join(subset), *means))
+            progress(index + 1, len(plan), f"N={n}")
     columns = ["method", "value", "n_tasks", "tasks", "mean_accuracy", "mean_normalised"]
     return pd.DataFrame(rows, columns=columns).assign(split=split)
 

@@ -15,6 +15,7 @@ bitwise the same while peak memory is one output copy plus the tensors of one na
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,7 +37,13 @@ from .tensorfiles import (
     write_shards,
 )
 
-__all__ = ["StreamedMethod", "should_stream", "streamed_method", "streamed_negation"]
+__all__ = [
+    "StreamedMethod",
+    "should_stream",
+    "streamed_method",
+    "streamed_negation",
+    "streamed_subsets",
+]
 
 StateDict = dict[str, torch.Tensor]
 #: registry methods whose delta is ``lam * X(taus)`` computed last, so X can be precomputed
@@ -57,6 +64,29 @@ class _Inputs:
         for task, view in zip(self.tasks, self.fts):
             check_layout(self.pre, view, f"fine-tuned model of {task!r}")
         self.keys = list(self.pre)
+        # per-task side files (importances, masks): written once, shared by every subset view
+        self._side_files: dict[tuple[str, str], Any] = {}
+        self._side_home = (stack, workdir)
+
+    def subset(self, tasks: Sequence[str], stack: contextlib.ExitStack, workdir: Path) -> _Inputs:
+        """The same inputs restricted to ``tasks``; per-method temp files (X shards) go to
+        ``workdir`` / ``stack``, while importance and mask files stay shared with this object."""
+        index = {task: i for i, task in enumerate(self.tasks)}
+        unknown = [t for t in tasks if t not in index]
+        if unknown:
+            raise InputError(f"tasks {unknown} are not among the streamed inputs {self.tasks}")
+        view = copy.copy(self)  # shares pre, the open files and the side-file memo
+        view.tasks, view.fts = list(tasks), [self.fts[index[t]] for t in tasks]
+        view.stack, view.workdir = stack, workdir
+        return view
+
+    def _side_file(self, kind: str, task: str, make: Callable[[Path], Path], convert) -> Any:
+        """A per-task side file, made on first use and read through one view thereafter."""
+        if (kind, task) not in self._side_files:
+            stack, home = self._side_home
+            path = make(home / f"{kind}-{len(self._side_files)}.safetensors")
+            self._side_files[kind, task] = TowerView(stack, path, False, convert=convert)
+        return self._side_files[kind, task]
 
     def importances(self, metric: str) -> list[Callable[[str], torch.Tensor]]:
         """Per task, ``key -> importance tensor``: model-based metrics are computed (or found in
@@ -65,16 +95,21 @@ class _Inputs:
             return [self._tensor_metric(metric, i) for i in range(len(self.tasks))]
         from ..models.importance import cached_importance
 
-        readers = []
-        for index, task in enumerate(self.tasks):
-            value = cached_importance(
-                self.source, task, metric, self.ctx["samples"], self.ctx["seed"], self.ctx["device"]
-            )
-            path = save_state_dict(dict(value), self.workdir / f"{metric}-{index}.safetensors")
-            del value
-            release_freed_memory()
-            readers.append(TowerView(self.stack, path, False, convert=lambda t: t).__getitem__)
-        return readers
+        def make(task: str) -> Callable[[Path], Path]:
+            def write(path: Path) -> Path:
+                ctx = self.ctx
+                value = cached_importance(
+                    self.source, task, metric, ctx["samples"], ctx["seed"], ctx["device"]
+                )
+                written = save_state_dict(dict(value), path)
+                del value
+                release_freed_memory()
+                return written
+
+            return write
+
+        same = lambda t: t  # noqa: E731 - importances keep their dtype
+        return [self._side_file(metric, t, make(t), same).__getitem__ for t in self.tasks]
 
     def _tensor_metric(self, metric: str, index: int) -> Callable[[str], torch.Tensor]:
         task, ft = self.tasks[index], self.fts[index]
@@ -92,20 +127,23 @@ class _Inputs:
         """The source's TaLoS masks (bool), read per tensor from their files."""
         finder = getattr(self.source, "talos_mask_path", None)
         views = []
-        for index, task in enumerate(self.tasks):
-            path = finder(task) if finder is not None else None
-            if path is None:
-                mask = self.source.talos_mask(task)
-                if mask is None:
-                    raise InputError(
-                        f"model source {self.source.name!r} has no TaLoS mask for task {task!r}; "
-                        "use the talos paradigm or STA masks (--masks sta)"
-                    )
-                path = save_state_dict(mask, self.workdir / f"talos-{index}.safetensors")
-                del mask
-            view = TowerView(self.stack, path, self.trust, convert=as_bool)
-            check_layout(self.pre, view, f"TaLoS mask of {task!r}", partial=True)
-            views.append(view)
+        for task in self.tasks:
+            if ("talos", task) not in self._side_files:
+                path = finder(task) if finder is not None else None
+                if path is None:
+                    mask = self.source.talos_mask(task)
+                    if mask is None:
+                        raise InputError(
+                            f"model source {self.source.name!r} has no TaLoS mask for task "
+                            f"{task!r}; use the talos paradigm or STA masks (--masks sta)"
+                        )
+                    home = self._side_home[1] / f"talos-{len(self._side_files)}.safetensors"
+                    path = save_state_dict(mask, home)
+                    del mask
+                view = TowerView(self._side_home[0], path, self.trust, convert=as_bool)
+                check_layout(self.pre, view, f"TaLoS mask of {task!r}", partial=True)
+                self._side_files["talos", task] = view
+            views.append(self._side_files["talos", task])
         return views
 
 
@@ -258,6 +296,25 @@ def streamed_method(
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="taskarith-") as tmp:
         inputs = _Inputs(stack, source, tasks, Path(tmp), _context(samples, seed, device))
         yield StreamedMethod(name, inputs, values)
+
+
+@contextlib.contextmanager
+def streamed_subsets(
+    source: Any, tasks: Sequence[str], *, samples: int = 32, seed: int = 0, device: Any = "cpu"
+) -> Iterator[Callable[..., contextlib.AbstractContextManager[StreamedMethod]]]:
+    """``(name, subset, values=()) -> context of a StreamedMethod`` over subsets of ``tasks``:
+    each task's importance (or mask) file is written once for the whole run rather than once per
+    subset (task-count scaling merges dozens of subsets), and each method's own temp files are
+    removed when its context closes, so disk use stays one X plus the side files."""
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="taskarith-") as tmp:
+        inputs = _Inputs(stack, source, tasks, Path(tmp), _context(samples, seed, device))
+
+        @contextlib.contextmanager
+        def method(name: str, subset: Sequence[str], values: Sequence[float] = ()):
+            with contextlib.ExitStack() as own, tempfile.TemporaryDirectory(dir=tmp) as work:
+                yield StreamedMethod(name, inputs.subset(subset, own, Path(work)), values)
+
+        yield method
 
 
 @contextlib.contextmanager
