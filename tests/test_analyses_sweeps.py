@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from taskarith_core.analyses.stability import importance_stability
 from taskarith_core.analyses.sweeps import (
     METHODS,
     accuracy_sweep,
     fisher_bottom_k_masks,
-    importance_stability,
     method_spec,
     task_count_scaling,
 )

@@ -172,3 +172,26 @@ def test_subset_views_share_side_files_and_refuse_unknown_tasks(tiny_talos):
         with pytest.raises(InputError, match="not among"):
             with open_method("ta", ["nope"]):
                 pass
+
+
+@pytest.mark.parametrize("metric", ["lp", "random"])
+def test_importance_stability_streams_the_same(tiny, monkeypatch, metric):
+    """Mask IoUs counted tensor by tensor and the streamed STA merges give the in-memory table,
+    without loading a whole fine-tuned model."""
+    from taskarith_core.analyses.stability import importance_stability
+
+    args = dict(sample_counts=(2, 4), p=0.6, seed=1)
+    expected = importance_stability(tiny, metric, stream=False, **args)
+    with monkeypatch.context() as patch:
+        _no_whole_models(tiny, patch)
+        got = importance_stability(tiny, metric, stream=True, **args)
+    pd.testing.assert_frame_equal(expected, got)
+    assert (got[got["samples"] == 4]["iou_vs_reference"] == 1.0).all()
+    assert got[got["samples"] == 2]["iou_vs_reference"].between(0, 1).all()
+
+
+def test_streamed_stability_refuses_a_metric_without_sta(tiny):
+    from taskarith_core.real.stability import streamed_mask_ious
+
+    with pytest.raises(InputError, match="no STA method"):
+        streamed_mask_ious(tiny, tiny.tasks, "bogus", [1, 2], 0.5)

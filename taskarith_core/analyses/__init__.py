@@ -22,7 +22,8 @@ from .geometry import (
 from .kernel import kernel_test
 from .negation import negation_sweep
 from .protocol import addition_protocol, negation_protocol
-from .sweeps import METHODS, accuracy_sweep, importance_stability, task_count_scaling
+from .stability import importance_stability
+from .sweeps import METHODS, accuracy_sweep, task_count_scaling
 from .xi import XI_PRESETS, XiGrid, disentanglement_grid, xi_summary
 
 __all__ = [

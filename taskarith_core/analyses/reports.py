@@ -337,7 +337,7 @@ def _scaling(opts, source, device, progress) -> Result:
 def _stability(opts, source, device, progress) -> Result:
     from . import figures
     from .geometry import ns_mask_iou
-    from .sweeps import importance_stability
+    from .stability import importance_stability
 
     common = dict(tasks=_tasks(opts.tasks), p=opts.p, seed=opts.seed, device=device)
     frame = importance_stability(

@@ -34,7 +34,6 @@ __all__ = [
     "accuracy_sweep",
     "evaluate_merged",
     "fisher_bottom_k_masks",
-    "importance_stability",
     "method_spec",
     "prepare_method",
     "task_count_scaling",
@@ -334,57 +333,3 @@ def task_count_scaling(
             progress(index + 1, len(plan), f"N={n}")
     columns = ["method", "value", "n_tasks", "tasks", "mean_accuracy", "mean_normalised"]
     return pd.DataFrame(rows, columns=columns).assign(split=split)
-
-
-def importance_stability(
-    source: Any,
-    metric: str = "lp",
-    sample_counts: Sequence[int] = (8, 16, 32, 64),
-    *,
-    tasks: Sequence[str] | None = None,
-    p: float = 0.7,
-    seed: int = 0,
-    split: str = "test",
-    device: Any = "cpu",
-    max_samples: int | None = None,
-    progress: Progress = no_progress,
-) -> pd.DataFrame:
-    """For each Ns: the IoU of each task's STA mask with the mask at the largest Ns, and the
-    merged accuracy per task and mean (``task="mean"``)."""
-    from ..fusion import merge
-    from ..masks import sta_fusion_masks
-    from .geometry import mask_iou
-
-    counts = sorted({int(n) for n in sample_counts})
-    if not counts or counts[0] < 1:
-        raise InputError(f"sample counts {list(sample_counts)} must be whole numbers >= 1")
-    tasks = resolve_tasks(source, tasks, minimum=2)
-    pre = source.load_pretrained()
-    fts = [source.load_finetuned(t) for t in tasks]
-    imps = {
-        n: task_importances(
-            source, tasks, metric, samples=n, seed=seed, device=device, pretrained=pre
-        )
-        for n in counts
-    }
-    reference = sta_fusion_masks(imps[counts[-1]], p)
-    frames = []
-    for index, n in enumerate(counts):
-        masks = sta_fusion_masks(imps[n], p)
-        ious = [
-            mask_iou({"a": masks[i], "b": reference[i]})
-            .query("task_a == 'a' and task_b == 'b'")["iou"]
-            .iloc[0]
-            for i in range(len(tasks))
-        ]
-        state = merge("sta", pre, fts, importances=imps[n], p=p)
-        frame = evaluate_merged(
-            source, state, tasks, split=split, device=device, max_samples=max_samples
-        )
-        frame["iou_vs_reference"] = frame["task"].map(dict(zip(tasks, ious)))
-        frames.append(frame.assign(samples=n))
-        progress(index + 1, len(counts), f"Ns={n}")
-    out = pd.concat(frames, ignore_index=True)
-    means = out.groupby("samples", as_index=False)[["accuracy", "normalised", "iou_vs_reference"]]
-    out = pd.concat([out, means.mean().assign(task="mean")], ignore_index=True)
-    return out.assign(metric=metric, p=p, reference_samples=counts[-1], split=split)

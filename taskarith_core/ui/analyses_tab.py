@@ -130,7 +130,7 @@ def _scaling(service, tasks, _by, _method, limit, samples, progress):
 
 
 def _stability(service, tasks, _by, _method, limit, _samples, progress):
-    from ..analyses.sweeps import importance_stability
+    from ..analyses.stability import importance_stability
 
     return importance_stability(
         service.source,
