@@ -108,3 +108,22 @@ def test_registered_config_files_are_removed_when_the_process_ends(tmp_path):
     folder = out.stdout.strip().splitlines()[-1]
     assert folder.startswith(str(tmp_path))
     assert not list(tmp_path.glob("taskarith_open_clip_configs_*"))
+
+
+def test_config_folders_of_ended_processes_are_swept(tmp_path):
+    """A killed process runs no exit handler; the next process removes its folder."""
+    import os
+    import subprocess
+    import sys
+
+    from taskarith_core.models.clip import _remove_orphaned_config_dirs
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                           capture_output=True, check=True).stdout.strip()  # fmt: skip
+    dead = tmp_path / f"taskarith_open_clip_configs_{ended}"
+    alive = tmp_path / f"taskarith_open_clip_configs_{os.getpid()}"
+    other = tmp_path / "taskarith_open_clip_configs_notapid"
+    for folder in (dead, alive, other):
+        folder.mkdir()
+    _remove_orphaned_config_dirs(tmp_path)
+    assert not dead.exists() and alive.exists() and other.exists()

@@ -270,3 +270,25 @@ def test_warm_computes_reference_and_importances_once(base):
     service.warm(None, metric="amp")
     assert dict(service.counts) == before
     assert ("task0", "amp", 0, 0) in service._importance
+
+
+def test_download_folders_older_than_a_day_are_removed(tmp_path, monkeypatch):
+    """Each download gets a fresh folder; folders left from earlier days are swept, so a page
+    that runs for weeks does not fill the temp folder."""
+    import os
+    import tempfile
+    import time
+
+    from taskarith_core.ui import common
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    parent = tmp_path / "taskarith_downloads"
+    stale, recent = parent / "stale", parent / "recent"
+    for folder in (stale, recent):
+        folder.mkdir(parents=True)
+        (folder / "figure.html").write_text("x")
+    old = time.time() - common.DOWNLOAD_MAX_AGE_S - 60
+    os.utime(stale, (old, old))
+    path = common.write_text("run_config.json", "{}")
+    assert not stale.exists() and recent.exists()
+    assert open(path).read() == "{}" and os.path.dirname(path) != str(recent)

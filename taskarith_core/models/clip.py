@@ -43,9 +43,25 @@ def _config_dir() -> Path:
     at exit rather than left in the temp folder)."""
     folder = Path(tempfile.gettempdir()) / f"taskarith_open_clip_configs_{os.getpid()}"
     if not folder.is_dir():
+        _remove_orphaned_config_dirs(folder.parent)
         folder.mkdir(parents=True, exist_ok=True)
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+def _remove_orphaned_config_dirs(parent: Path) -> None:
+    """Config folders of processes that ended without running their exit handlers (killed
+    servers, pool workers): their pid no longer exists."""
+    for old in parent.glob("taskarith_open_clip_configs_*"):
+        pid = old.name.rsplit("_", 1)[-1]
+        if not pid.isdigit() or int(pid) <= 0:
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (PermissionError, OSError):  # alive under another user, or cannot tell
+            continue
 
 
 def register_arch(config: str | Path | Mapping[str, Any], name: str) -> str:

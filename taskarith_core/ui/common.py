@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -93,10 +95,30 @@ def explorer(cfg: RunConfig):
     return explorer_for(cfg)
 
 
+#: download folders older than this are removed when a new one is made (Gradio serves its own
+#: copy of a returned file, so ours is only needed while the callback returns)
+DOWNLOAD_MAX_AGE_S = 24 * 3600
+
+
+def _remove_stale(parent: Path, max_age_s: float) -> None:
+    """Delete sibling download folders older than ``max_age_s`` (a page left running for weeks
+    otherwise fills the temp folder: 4.6 MB per interactive figure)."""
+    cutoff = time.time() - max_age_s
+    for old in parent.iterdir():
+        try:
+            if old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # removed meanwhile by another process
+            continue
+
+
 def download_dir() -> Path:
     """A fresh folder per download so concurrent users never overwrite each other's files."""
-    folder = Path(tempfile.gettempdir()) / "taskarith_downloads" / uuid.uuid4().hex[:12]
-    folder.mkdir(parents=True, exist_ok=True)
+    parent = Path(tempfile.gettempdir()) / "taskarith_downloads"
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(parent, DOWNLOAD_MAX_AGE_S)
+    folder = parent / uuid.uuid4().hex[:12]
+    folder.mkdir()
     return folder
 
 

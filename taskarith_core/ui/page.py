@@ -112,7 +112,11 @@ def build_page(
     start = dict(DEFAULT_SOURCE)
     start.update(default_source or {})
     names = initial_tasks(start) if task_names is None else list(task_names)
-    with gr.Blocks(title="Merge explorer", analytics_enabled=False) as demo:
+    # Gradio copies every returned file into its cache; drop copies older than a day, hourly
+    cache_policy = (3600, 86400)
+    with gr.Blocks(
+        title="Merge explorer", analytics_enabled=False, delete_cache=cache_policy
+    ) as demo:
         gr.Markdown(INTRO)
         source_state = gr.State(start)
         kind, paradigm, manifest, load = _source_row(start)
