@@ -191,7 +191,25 @@ def test_importance_stability_streams_the_same(tiny, monkeypatch, metric):
 
 
 def test_streamed_stability_refuses_a_metric_without_sta(tiny):
-    from taskarith_core.real.stability import streamed_mask_ious
+    from taskarith_core.real.stability import streamed_stability
 
     with pytest.raises(InputError, match="no STA method"):
-        streamed_mask_ious(tiny, tiny.tasks, "bogus", [1, 2], 0.5)
+        with streamed_stability(tiny, tiny.tasks, "bogus", [1, 2], 0.5):
+            pass
+
+
+def test_streamed_stability_computes_each_importance_once(tiny, monkeypatch):
+    """The mask IoUs and the merges of every Ns share one importance file per (task, Ns)."""
+    from taskarith_core.analyses.stability import importance_stability
+    from taskarith_core.models import importance as model_importance
+
+    calls: list[tuple[str, int]] = []
+    real = model_importance.cached_importance
+
+    def counting(source, task, metric, samples, *args, **kwargs):
+        calls.append((task, samples))
+        return real(source, task, metric, samples, *args, **kwargs)
+
+    monkeypatch.setattr(model_importance, "cached_importance", counting)
+    importance_stability(tiny, "lp", (2, 4), p=0.6, seed=1, stream=True)
+    assert sorted(calls) == sorted((t, n) for t in tiny.tasks for n in (2, 4))

@@ -3,6 +3,7 @@ per Ns, each task's mask IoU with its mask at the largest Ns, and the merged acc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,8 @@ from .sweeps import evaluate_merged
 __all__ = ["importance_stability"]
 
 
-def _stability_in_memory(source, tasks, metric, counts, p, seed, device):
+@contextlib.contextmanager
+def _stability_in_memory(source, tasks, metric, counts, p, *, seed, device):
     """(Ns -> per-task mask IoU with the largest Ns, Ns -> merged state) from models in memory."""
     from ..fusion import merge
     from ..masks import sta_fusion_masks
@@ -40,7 +42,7 @@ def _stability_in_memory(source, tasks, metric, counts, p, seed, device):
             .iloc[0]
             for i in range(len(tasks))
         ]
-    return ious, lambda n: merge("sta", pre, fts, importances=imps[n], p=p)
+    yield ious, lambda n: merge("sta", pre, fts, importances=imps[n], p=p)
 
 
 def importance_stability(
@@ -69,22 +71,18 @@ def importance_stability(
         raise InputError(f"sample counts {list(sample_counts)} must be whole numbers >= 1")
     tasks = resolve_tasks(source, tasks, minimum=2)
     if should_stream(source, stream):
-        from ..real.stability import streamed_mask_ious, streamed_sta_merge
-
-        ious = streamed_mask_ious(source, tasks, metric, counts, p, seed=seed, device=device)
-        merged = lambda n: streamed_sta_merge(  # noqa: E731
-            source, tasks, metric, n, p, seed=seed, device=device
-        )
+        from ..real.stability import streamed_stability as stability
     else:
-        ious, merged = _stability_in_memory(source, tasks, metric, counts, p, seed, device)
+        stability = _stability_in_memory
     frames = []
-    for index, n in enumerate(counts):
-        frame = evaluate_merged(
-            source, merged(n), tasks, split=split, device=device, max_samples=max_samples
-        )
-        frame["iou_vs_reference"] = frame["task"].map(dict(zip(tasks, ious[n])))
-        frames.append(frame.assign(samples=n))
-        progress(index + 1, len(counts), f"Ns={n}")
+    with stability(source, tasks, metric, counts, p, seed=seed, device=device) as (ious, merged):
+        for index, n in enumerate(counts):
+            frame = evaluate_merged(
+                source, merged(n), tasks, split=split, device=device, max_samples=max_samples
+            )
+            frame["iou_vs_reference"] = frame["task"].map(dict(zip(tasks, ious[n])))
+            frames.append(frame.assign(samples=n))
+            progress(index + 1, len(counts), f"Ns={n}")
     out = pd.concat(frames, ignore_index=True)
     means = out.groupby("samples", as_index=False)[["accuracy", "normalised", "iou_vs_reference"]]
     out = pd.concat([out, means.mean().assign(task="mean")], ignore_index=True)

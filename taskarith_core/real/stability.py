@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import InputError
-from .streamed import _context, _Inputs, streamed_method
+from .streamed import StreamedMethod, _context, _Inputs
 
-__all__ = ["streamed_mask_ious", "streamed_sta_merge"]
+__all__ = ["streamed_stability"]
 
 Reader = Callable[[str], torch.Tensor]
 
@@ -32,17 +32,6 @@ def _sta_method(metric: str) -> str:
     if name not in METHODS:
         raise InputError(f"no STA method for importance {metric!r}; use lp, amp, lp_amp, fisher")
     return name
-
-
-def _importance_keys(inputs: _Inputs, reader: Reader) -> list[str]:
-    """Tensor names the importances cover: a model metric's file's own names, else (metrics
-    computed per tensor) every editable tensor, as :func:`compute_importance` takes them."""
-    from ..taskvec import is_editable
-
-    view = getattr(reader, "__self__", None)
-    if view is not None:
-        return list(view)
-    return [key for key in inputs.keys if is_editable(inputs.pre[key])]
 
 
 def _counts(readers: Sequence[Reader], reference: Sequence[Reader], keys, p: float):
@@ -59,7 +48,8 @@ def _counts(readers: Sequence[Reader], reference: Sequence[Reader], keys, p: flo
     return inter, union
 
 
-def streamed_mask_ious(
+@contextlib.contextmanager
+def streamed_stability(
     source: Any,
     tasks: Sequence[str],
     metric: str,
@@ -68,32 +58,20 @@ def streamed_mask_ious(
     *,
     seed: int = 0,
     device: Any = "cpu",
-) -> dict[int, list[float]]:
-    """Per Ns: each task's STA-mask IoU with its mask at the largest Ns (NaN for two empty
-    masks), as :func:`taskarith_core.analyses.geometry.mask_iou` counts it over the whole tower."""
-    _sta_method(metric)
+) -> Iterator[tuple[dict[int, list[float]], Callable[[int], dict[str, torch.Tensor]]]]:
+    """``(Ns -> each task's STA-mask IoU with its mask at the largest Ns, Ns -> the STA merge at
+    quantile p)``, over files. IoUs are counted as
+    :func:`taskarith_core.analyses.geometry.mask_iou` counts them over the whole tower (NaN for two
+    empty masks); each (task, Ns) importance file is written once for both."""
+    name = _sta_method(metric)
     counts = sorted(sample_counts)
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="taskarith-") as tmp:
-        readers = {}
-        for n in counts:
-            work = Path(tmp) / f"samples-{n}"
-            work.mkdir()
-            inputs = _Inputs(stack, source, tasks, work, _context(n, seed, device))
-            readers[n] = inputs.importances(metric)
-        keys = _importance_keys(inputs, readers[counts[-1]][0])
-        out = {}
+        base = _Inputs(stack, source, tasks, Path(tmp), _context(counts[-1], seed, device))
+        inputs = {n: base.resampled(n) for n in counts}
+        readers = {n: inputs[n].importances(metric) for n in counts}
+        keys = base.importance_names(metric)
+        ious = {}
         for n in counts:
             inter, union = _counts(readers[n], readers[counts[-1]], keys, p)
-            out[n] = [i / u if u > 0 else float("nan") for i, u in zip(inter, union)]
-        return out
-
-
-def streamed_sta_merge(
-    source: Any, tasks: Sequence[str], metric: str, samples: int, p: float, *, seed: int = 0,
-    device: Any = "cpu",
-) -> dict[str, torch.Tensor]:  # fmt: skip
-    """The STA merge of ``tasks`` at quantile ``p`` with Ns = ``samples``, built per tensor."""
-    with streamed_method(
-        source, _sta_method(metric), tasks, values=[p], samples=samples, seed=seed, device=device
-    ) as prep:
-        return prep.merge(p)
+            ious[n] = [i / u if u > 0 else float("nan") for i, u in zip(inter, union)]
+        yield ious, lambda n: StreamedMethod(name, inputs[n], [p]).merge(p)

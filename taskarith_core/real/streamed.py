@@ -65,7 +65,7 @@ class _Inputs:
             check_layout(self.pre, view, f"fine-tuned model of {task!r}")
         self.keys = list(self.pre)
         # per-task side files (importances, masks): written once, shared by every subset view
-        self._side_files: dict[tuple[str, str], Any] = {}
+        self._side_files: dict[tuple[str, str], TowerView] = {}
         self._side_home = (stack, workdir)
 
     def subset(self, tasks: Sequence[str], stack: contextlib.ExitStack, workdir: Path) -> _Inputs:
@@ -80,24 +80,43 @@ class _Inputs:
         view.stack, view.workdir = stack, workdir
         return view
 
-    def _side_file(self, kind: str, task: str, make: Callable[[Path], Path], convert) -> Any:
-        """A per-task side file, made on first use and read through one view thereafter."""
+    def resampled(self, samples: int) -> _Inputs:
+        """The same inputs with model importances from ``samples`` samples (Ns); the side-file
+        memo is shared and keyed by Ns, so each (metric, task, Ns) file is still written once."""
+        view = copy.copy(self)
+        view.ctx = {**self.ctx, "samples": samples}
+        return view
+
+    def _side_file(
+        self,
+        kind: str,
+        task: str,
+        make: Callable[[Path], Path],
+        convert: Callable[[torch.Tensor], torch.Tensor],
+        trust: bool = False,
+        check: Callable[[TowerView], None] | None = None,
+    ) -> TowerView:
+        """A per-task side file, made (``make(suggested path) -> path``) and checked on first use
+        and read through one view thereafter."""
         if (kind, task) not in self._side_files:
             stack, home = self._side_home
             path = make(home / f"{kind}-{len(self._side_files)}.safetensors")
-            self._side_files[kind, task] = TowerView(stack, path, False, convert=convert)
+            view = TowerView(stack, path, trust, convert=convert)
+            if check is not None:
+                check(view)
+            self._side_files[kind, task] = view
         return self._side_files[kind, task]
 
-    def importances(self, metric: str) -> list[Callable[[str], torch.Tensor]]:
-        """Per task, ``key -> importance tensor``: model-based metrics are computed (or found in
-        the cache) one task at a time and read back from a file; tensor-only ones per tensor."""
-        if not IMPORTANCE_METRICS[metric].needs_model:
-            return [self._tensor_metric(metric, i) for i in range(len(self.tasks))]
+    def _importance_files(self, metric: str) -> list[TowerView]:
+        """Per task, the file of a model-based importance (computed or found in the cache one
+        task at a time) at this object's Ns and seed."""
         from ..models.importance import cached_importance
+
+        ctx = self.ctx
+        kind = f"{metric}-n{ctx['samples']}-s{ctx['seed']}"
 
         def make(task: str) -> Callable[[Path], Path]:
             def write(path: Path) -> Path:
-                ctx = self.ctx
                 value = cached_importance(
                     self.source, task, metric, ctx["samples"], ctx["seed"], ctx["device"]
                 )
@@ -109,7 +128,23 @@ class _Inputs:
             return write
 
         same = lambda t: t  # noqa: E731 - importances keep their dtype
-        return [self._side_file(metric, t, make(t), same).__getitem__ for t in self.tasks]
+        return [self._side_file(kind, t, make(t), same) for t in self.tasks]
+
+    def importances(self, metric: str) -> list[Callable[[str], torch.Tensor]]:
+        """Per task, ``key -> importance tensor``: model-based metrics are read back from their
+        files; tensor-only ones are computed per tensor."""
+        if not IMPORTANCE_METRICS[metric].needs_model:
+            return [self._tensor_metric(metric, i) for i in range(len(self.tasks))]
+        return [view.__getitem__ for view in self._importance_files(metric)]
+
+    def importance_names(self, metric: str) -> list[str]:
+        """Tensor names ``metric`` scores: a model metric's file's own names, else every editable
+        tensor (as :func:`taskarith_core.importance.compute_importance` takes them)."""
+        if IMPORTANCE_METRICS[metric].needs_model:
+            return list(self._importance_files(metric)[0])
+        from ..taskvec import is_editable
+
+        return [key for key in self.keys if is_editable(self.pre[key])]
 
     def _tensor_metric(self, metric: str, index: int) -> Callable[[str], torch.Tensor]:
         task, ft = self.tasks[index], self.fts[index]
@@ -126,25 +161,31 @@ class _Inputs:
     def talos_masks(self) -> list[TowerView]:
         """The source's TaLoS masks (bool), read per tensor from their files."""
         finder = getattr(self.source, "talos_mask_path", None)
-        views = []
-        for task in self.tasks:
-            if ("talos", task) not in self._side_files:
-                path = finder(task) if finder is not None else None
-                if path is None:
-                    mask = self.source.talos_mask(task)
-                    if mask is None:
-                        raise InputError(
-                            f"model source {self.source.name!r} has no TaLoS mask for task "
-                            f"{task!r}; use the talos paradigm or STA masks (--masks sta)"
-                        )
-                    home = self._side_home[1] / f"talos-{len(self._side_files)}.safetensors"
-                    path = save_state_dict(mask, home)
-                    del mask
-                view = TowerView(self._side_home[0], path, self.trust, convert=as_bool)
-                check_layout(self.pre, view, f"TaLoS mask of {task!r}", partial=True)
-                self._side_files["talos", task] = view
-            views.append(self._side_files["talos", task])
-        return views
+
+        def make(task: str) -> Callable[[Path], Path]:
+            def find_or_write(path: Path) -> Path:
+                found = finder(task) if finder is not None else None
+                if found is not None:
+                    return found
+                mask = self.source.talos_mask(task)
+                if mask is None:
+                    raise InputError(
+                        f"model source {self.source.name!r} has no TaLoS mask for task {task!r}; "
+                        "use the talos paradigm or STA masks (--masks sta)"
+                    )
+                return save_state_dict(mask, path)
+
+            return find_or_write
+
+        def checker(task: str) -> Callable[[TowerView], None]:
+            return lambda view: check_layout(
+                self.pre, view, f"TaLoS mask of {task!r}", partial=True
+            )
+
+        return [
+            self._side_file("talos", t, make(t), as_bool, self.trust, checker(t))
+            for t in self.tasks
+        ]
 
 
 def _fisher_thresholds(
