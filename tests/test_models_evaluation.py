@@ -11,8 +11,10 @@ from taskarith_core.errors import InputError
 from taskarith_core.models.evaluation import (
     add_normalised,
     batched_logits,
+    correctness,
     evaluate_states,
     reference_accuracies,
+    reference_correct,
     shared_visual,
     split_tensors,
 )
@@ -178,3 +180,31 @@ def test_concurrent_evaluations_do_not_mix_weights(tiny):
         jobs = [(t, pool.submit(evaluate_states, tiny, {t: states[t]})) for t in tiny.tasks * 4]
         for task, job in jobs:
             assert job.result()["accuracy"].tolist() == expected[task]
+
+
+def test_per_image_correctness_averages_to_accuracy(tiny):
+    pre = tiny.load_pretrained()
+    frame = evaluate_states(tiny, {"pre": pre}, tasks=["task0", "task1"], keep_correct=True)
+    hits = correctness(frame)["pre"]
+    for row in frame.itertuples():
+        assert hits[row.task].dtype == torch.bool
+        assert len(hits[row.task]) == TINY_SPLIT_SIZES["test"]
+        assert float(hits[row.task].float().mean()) == pytest.approx(row.accuracy)
+    with pytest.raises(InputError, match="keep_correct"):
+        correctness(evaluate_states(tiny, {"pre": pre}, tasks=["task0"]))
+
+
+def test_reference_correctness_cached_on_disk_and_matches_table(tmp_path, monkeypatch):
+    from taskarith_core.models import evaluation
+
+    first = make_tiny_source(tmp_path / "a", n_tasks=2, seed=3)
+    refs = reference_correct(first, max_samples=20)
+    table = reference_accuracies(first, max_samples=20)
+    for kind in ("zeroshot", "finetuned"):
+        got = [float(refs[kind][t].float().mean()) for t in table["task"]]
+        assert got == pytest.approx(table[kind].tolist())
+    monkeypatch.setattr(evaluation, "evaluate_states", lambda *a, **k: 1 / 0)
+    again = reference_correct(make_tiny_source(tmp_path / "b", n_tasks=2, seed=3), max_samples=20)
+    for kind in refs:
+        for task in refs[kind]:
+            assert torch.equal(again[kind][task], refs[kind][task])

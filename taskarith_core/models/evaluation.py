@@ -29,7 +29,14 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from ..device import pick_device
 from ..errors import InputError
 from ..progress import Progress, no_progress
-from .cache import cache_key, file_digest, load_cached_frame, save_cached_frame
+from .cache import (
+    cache_key,
+    file_digest,
+    load_cached_frame,
+    load_cached_state,
+    save_cached_frame,
+    save_cached_state,
+)
 from .clip import load_visual_state
 from .fast_forward import CPU_CHUNK, chunked, tower_forward
 from .source import SPLITS
@@ -38,9 +45,11 @@ __all__ = [
     "add_normalised",
     "batched_logits",
     "clear_caches",
+    "correctness",
     "evaluate_states",
     "head_for",
     "reference_accuracies",
+    "reference_correct",
     "shared_visual",
     "split_tensors",
     "task_batches",
@@ -54,6 +63,7 @@ class _SourceCache:
     visuals: dict[str, nn.Module] = field(default_factory=dict)
     heads: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     references: dict[tuple, pd.DataFrame] = field(default_factory=dict)
+    correct: dict[tuple, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -215,15 +225,20 @@ def batched_logits(
 
 
 @torch.no_grad()
-def _accuracy(forward: Any, batches: Any, head: torch.Tensor, device: torch.device) -> float:
-    correct = seen = 0
+def _correct(forward: Any, batches: Any, head: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Per-image correctness (bool [N], in data order): accuracy is its mean, and two runs on the
+    same images can be compared image by image (:mod:`taskarith_core.stats`)."""
+    out = []
     chunk = CPU_CHUNK if device.type == "cpu" else None
     for x, y in batches:
         features = chunked(forward, x.to(device, non_blocking=True), chunk)
         logits = F.normalize(features.float(), dim=-1) @ head.T
-        correct += int((logits.argmax(dim=1).cpu() == y).sum())
-        seen += len(y)
-    return correct / seen if seen else float("nan")
+        out.append(logits.argmax(dim=1).cpu() == y)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.bool)
+
+
+def _fraction(correct: torch.Tensor) -> float:
+    return int(correct.sum()) / len(correct) if len(correct) else float("nan")
 
 
 def _resolve_tasks(source: Any, tasks: Sequence[str] | None) -> list[str]:
@@ -245,8 +260,12 @@ def evaluate_states(
     max_samples: int | None = None,
     progress: Progress = no_progress,
     batch_size: int = 1024,
+    keep_correct: bool = False,
 ) -> pd.DataFrame:
-    """Accuracy of each image-tower state on each task: DataFrame[model, task, split, accuracy]."""
+    """Accuracy of each image-tower state on each task: DataFrame[model, task, split, accuracy].
+
+    ``keep_correct`` adds a ``correct`` column holding each row's per-image correctness (bool
+    tensor [N]) for intervals and paired comparisons; :func:`correctness` reads it back."""
     device = pick_device(str(device)) if not isinstance(device, torch.device) else device
     _check_split(split)
     _check_max(max_samples)
@@ -259,9 +278,21 @@ def evaluate_states(
             forward = tower_forward(load_visual_state(visual, state))
             for j, task in enumerate(tasks):
                 batches = task_batches(source, task, split, max_samples, batch_size)
-                rows.append((name, task, split, _accuracy(forward, batches, heads[task], device)))
+                hits = _correct(forward, batches, heads[task], device)
+                rows.append((name, task, split, _fraction(hits), hits))
                 progress(i * len(tasks) + j + 1, total, f"{name} on {task}")
-    return pd.DataFrame(rows, columns=["model", "task", "split", "accuracy"])
+    frame = pd.DataFrame(rows, columns=["model", "task", "split", "accuracy", "correct"])
+    return frame if keep_correct else frame.drop(columns="correct")
+
+
+def correctness(frame: pd.DataFrame) -> dict[str, dict[str, torch.Tensor]]:
+    """model -> task -> per-image correctness, from ``evaluate_states(..., keep_correct=True)``."""
+    if "correct" not in frame:
+        raise InputError("this table has no per-image correctness; evaluate with keep_correct=True")
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for model, task, hits in zip(frame["model"], frame["task"], frame["correct"]):
+        out.setdefault(model, {})[task] = hits
+    return out
 
 
 def _reference_key(source: Any, split: str, max_samples: int | None) -> str:
@@ -276,6 +307,58 @@ def _reference_key(source: Any, split: str, max_samples: int | None) -> str:
         finetuned={t: file_digest(source.finetuned_path(t)) for t in source.tasks},
         classnames={t: source.classnames(t) for t in source.tasks},
     )
+
+
+def _flat(refs: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {
+        f"{kind}/{task}": v.to(torch.uint8) for kind, by in refs.items() for task, v in by.items()
+    }
+
+
+def _nested(flat: Mapping[str, torch.Tensor], tasks: list[str]) -> dict | None:
+    names = [(kind, t) for kind in ("zeroshot", "finetuned") for t in tasks]
+    if any(f"{kind}/{t}" not in flat for kind, t in names):
+        return None
+    return {
+        kind: {t: flat[f"{kind}/{t}"].bool() for t in tasks} for kind in ("zeroshot", "finetuned")
+    }
+
+
+def reference_correct(
+    source: Any,
+    split: str = "test",
+    device: torch.device | str = "cpu",
+    max_samples: int | None = None,
+    progress: Progress = no_progress,
+    cache_dir: str | Path | None = None,
+    use_disk: bool = True,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-image correctness of the references: {"zeroshot" | "finetuned": {task: bool [N]}}
+    (fine-tuned: theta_t on its own task). Cached in memory per source and on disk under the
+    files' content hashes, so intervals of the references cost nothing after the first time."""
+    cache = _cache(source)
+    key = (split, max_samples)
+    if key in cache.correct:
+        return cache.correct[key]
+    tasks = list(source.tasks)
+    disk_key = _reference_key(source, split, max_samples) if use_disk else None
+    hit = load_cached_state("reference-correct", disk_key, cache_dir) if disk_key else None
+    refs = _nested(hit, tasks) if hit is not None else None
+    if refs is None:
+        pre = {"zeroshot": source.load_pretrained()}
+        zero = evaluate_states(source, pre, tasks, split, device, max_samples, keep_correct=True)
+        refs = {"zeroshot": correctness(zero)["zeroshot"], "finetuned": {}}
+        for i, task in enumerate(tasks):
+            own = {task: source.load_finetuned(task)}
+            frame = evaluate_states(
+                source, own, [task], split, device, max_samples, keep_correct=True
+            )
+            refs["finetuned"][task] = frame["correct"].iloc[0]
+            progress(i + 1, len(tasks), f"fine-tuned {task}")
+        if disk_key:
+            save_cached_state(_flat(refs), "reference-correct", disk_key, cache_dir)
+    cache.correct[key] = refs
+    return refs
 
 
 def reference_accuracies(
@@ -299,22 +382,13 @@ def reference_accuracies(
     if hit is not None and list(hit.columns) == ["task", "zeroshot", "finetuned"]:
         cache.references[key] = hit
         return hit.copy()
+    refs = reference_correct(source, split, device, max_samples, progress, cache_dir, use_disk)
     tasks = list(source.tasks)
-    zero = evaluate_states(
-        source, {"zeroshot": source.load_pretrained()}, tasks, split, device, max_samples
-    )
-    finetuned = {}
-    for i, task in enumerate(tasks):
-        frame = evaluate_states(
-            source, {task: source.load_finetuned(task)}, [task], split, device, max_samples
-        )
-        finetuned[task] = float(frame["accuracy"].iloc[0])
-        progress(i + 1, len(tasks), f"fine-tuned {task}")
     out = pd.DataFrame(
         {
             "task": tasks,
-            "zeroshot": zero["accuracy"].to_numpy(),
-            "finetuned": [finetuned[t] for t in tasks],
+            "zeroshot": [_fraction(refs["zeroshot"][t]) for t in tasks],
+            "finetuned": [_fraction(refs["finetuned"][t]) for t in tasks],
         }
     )
     cache.references[key] = out
