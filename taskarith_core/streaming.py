@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .fusion import MERGE_METHODS, NEGATION_METHODS, Method, check_params
+from .fusion import MERGE_METHODS, NEGATION_METHODS, MethodSpec, check_params
 from .io import (
     PICKLE_SUFFIXES,
     atomic_path,
@@ -177,15 +177,10 @@ def stream_merge(
     progress: Progress = no_progress,
 ) -> Path:
     """File-based :func:`taskarith_core.fusion.merge` with bounded memory."""
-    if method not in MERGE_METHODS:
-        raise InputError(
-            f"unknown merge method {method!r}; choose one of {', '.join(MERGE_METHODS)}"
-        )
-    spec = MERGE_METHODS[method]
-    full = {**spec.defaults, **(params or {})}
     if len(finetuned) < 2:
         raise InputError(f"a merge needs at least 2 fine-tuned models, got {len(finetuned)}")
-    check_params(method, full, len(finetuned))
+    full = check_params(method, params or {}, len(finetuned))
+    spec = MERGE_METHODS[method]
     check_writable(out)
     side_paths = {"importances": importances, "masks": masks}.get(spec.needs or "", ())
     if spec.needs and not side_paths:
@@ -206,7 +201,7 @@ def stream_merge(
 
 
 def _merge_opened(
-    spec: Method,
+    spec: MethodSpec,
     full: Mapping[str, Any],
     pre: TensorFile,
     fts: list[TensorFile],
@@ -254,13 +249,8 @@ def stream_negate(
     progress: Progress = no_progress,
 ) -> Path:
     """File-based :func:`taskarith_core.fusion.negate`; ``base`` defaults to theta_pre."""
-    if method not in NEGATION_METHODS:
-        raise InputError(
-            f"unknown negation method {method!r}; choose one of {', '.join(NEGATION_METHODS)}"
-        )
+    full = check_params(method, params or {}, 1, negation=True)
     spec = NEGATION_METHODS[method]
-    full = {**spec.defaults, **(params or {})}
-    check_params(method, full, 1)
     check_writable(out)
     if spec.needs and importance is None:
         raise InputError(f"negation method {method!r} needs --importance for the task")

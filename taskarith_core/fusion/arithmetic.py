@@ -8,8 +8,17 @@ import torch
 
 from ..taskvec import StateDict
 from ._per_tensor import apply_per_tensor
+from .params import scaling
+from .spec import MethodSpec
 
-__all__ = ["masked_arithmetic", "task_arithmetic", "task_arithmetic_negate"]
+__all__ = [
+    "MASKED_SPEC",
+    "NEGATION_SPEC",
+    "SPEC",
+    "masked_arithmetic",
+    "task_arithmetic",
+    "task_arithmetic_negate",
+]
 
 
 def _sum(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -56,3 +65,30 @@ def task_arithmetic_negate(
 ) -> StateDict:
     """theta = theta_base - lambda * tau_t (Ilharco et al.'s forgetting)."""
     return apply_per_tensor(base, pretrained, [finetuned], lambda _k, _p, taus: -lam * taus[0])
+
+
+SPEC = MethodSpec(
+    task_arithmetic,
+    (scaling(0.4),),
+    "theta_pre + lambda * sum tau",
+    "Ilharco et al., Editing models with task arithmetic (ICLR 2023), Eq. 1",
+    "TA",
+    linear_in_lambda=True,
+)
+MASKED_SPEC = MethodSpec(
+    masked_arithmetic,
+    (scaling(1.0),),
+    "theta_pre + lambda * sum M_t * tau_t",
+    "task arithmetic with per-task masks (how TaLoS's sparse task vectors add up)",
+    "masked TA",
+    needs="masks",
+    linear_in_lambda=True,
+)
+NEGATION_SPEC = MethodSpec(
+    task_arithmetic_negate,
+    (scaling(1.0),),
+    "theta_base - lambda * tau",
+    "Ilharco et al., Editing models with task arithmetic (ICLR 2023), forgetting by negation",
+    "TA",
+    linear_in_lambda=True,
+)

@@ -7,13 +7,17 @@ keeps the entries at least k tasks claim; merged = theta_pre + lambda * consensu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
+from ..errors import InputError
 from ..taskvec import StateDict
 from ._per_tensor import apply_per_tensor
+from .params import Param, scaling
+from .spec import MethodSpec
 
-__all__ = ["consensus_merge", "tall_masks_for_tensor"]
+__all__ = ["SPEC", "consensus_merge", "tall_masks_for_tensor"]
 
 
 def tall_masks_for_tensor(
@@ -42,3 +46,35 @@ def consensus_merge(
         return lam * total * (votes >= k)
 
     return apply_per_tensor(pretrained, pretrained, finetuned, rule)
+
+
+def _at_most_n_tasks(params: Mapping[str, Any], n_tasks: int) -> None:
+    """An entry cannot be claimed by more tasks than there are."""
+    if params["k"] > n_tasks:
+        raise InputError(
+            f"consensus k={params['k']} must be a whole number of tasks in [1, {n_tasks}]"
+        )
+
+
+SPEC = MethodSpec(
+    consensus_merge,
+    (
+        scaling(0.4),
+        Param(
+            "tall_lambda",
+            "float",
+            0.4,
+            "TALL mask threshold: keep |tau_t| >= lambda_t |tau_MTL - tau_t|",
+            symbol="λ_t",
+            low=0.0,
+            per_task=True,
+        ),
+        Param("k", "int", 2, "entries kept where at least this many TALL masks agree", low=1),
+    ),
+    "Consensus / TALL masks",
+    "Wang et al., Localizing task information for improved model merging and compression "
+    "(ICML 2024): TALL masks and the consensus mask",
+    "Consensus",
+    linear_in_lambda=True,
+    check_more=_at_most_n_tasks,
+)

@@ -13,8 +13,10 @@ import torch
 
 from ..taskvec import StateDict
 from ._per_tensor import apply_per_tensor
+from .params import Param, scaling
+from .spec import MethodSpec
 
-__all__ = ["dare_keep_mask", "dare_merge"]
+__all__ = ["SPEC", "dare_keep_mask", "dare_merge"]
 
 
 def dare_keep_mask(shape: torch.Size, rate: float, seed: int, task: int, key: str) -> torch.Tensor:
@@ -41,3 +43,26 @@ def dare_merge(
         return lam * total
 
     return apply_per_tensor(pretrained, pretrained, finetuned, rule)
+
+
+SPEC = MethodSpec(
+    dare_merge,
+    (
+        Param(
+            "rate",
+            "float",
+            0.5,
+            "probability that each task-vector entry is dropped (the rest are rescaled)",
+            symbol="p",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+        ),
+        scaling(0.4),
+        Param("seed", "int", 0, "seed of the random drop masks", low=0),
+    ),
+    "DARE drop + rescale, then TA",
+    "Yu et al., Language models are Super Mario (ICML 2024): drop and rescale, then add",
+    "DARE",
+    linear_in_lambda=True,
+)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import InputError, quote
 
-__all__ = ["Param"]
+__all__ = ["Param", "scaling"]
 
 _KINDS = ("float", "int", "choice", "bool")
 
@@ -39,6 +39,8 @@ class Param:
     choices: tuple[str, ...] = ()
     #: a step for the page's slider (None: the page picks one from the range)
     step: float | None = None
+    #: the value may also be a list with one value per task (each checked alike)
+    per_task: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -99,6 +101,13 @@ class Param:
         if self.high is not None and (value >= self.high if self.high_open else value > self.high):
             return False
         return True
+
+
+def scaling(default: float) -> Param:
+    """The scaling coefficient lambda of a method's summed (or selected) task vectors."""
+    return Param(
+        "lam", "float", default, "scaling coefficient of the merged task vector", symbol="λ"
+    )
 
 
 def _as_number(value: Any, whole: bool) -> float | int | None:

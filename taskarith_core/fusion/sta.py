@@ -9,8 +9,11 @@ import torch
 from ..masks import sta_fusion_masks_for_tensor, sta_negation_mask_for_tensor
 from ..taskvec import StateDict
 from ._per_tensor import apply_per_tensor
+from .params import Param
+from .spec import MethodSpec
+from .sta_stream import StaStream
 
-__all__ = ["sta_merge", "sta_negate"]
+__all__ = ["NEGATION_SPEC", "SPEC", "sta_merge", "sta_negate"]
 
 
 def sta_merge(
@@ -47,3 +50,28 @@ def sta_negate(
         return -(taus[0] * mask)
 
     return apply_per_tensor(base, pretrained, [finetuned], rule)
+
+
+def _quantile(default: float, what: str) -> Param:
+    return Param("p", "float", default, what, symbol="p", low=0.0, high=1.0, step=0.05)
+
+
+SPEC = MethodSpec(
+    sta_merge,
+    (_quantile(0.7, "importance quantile: each task keeps the entries above it among N tasks"),),
+    "STA crossmasking, no coefficient (Eq. 13-19)",
+    "Selective Task Arithmetic (arXiv 2411.16139), Eq. 13-19",
+    "STA",
+    needs="importances",
+    streams="tensor",
+    streamer=lambda pre, fts, params, imps: StaStream(pre, fts, imps, p=params["p"]),
+)
+NEGATION_SPEC = MethodSpec(
+    sta_negate,
+    (_quantile(0.9, "importance quantile of the task: entries above it are removed"),),
+    "STA forgetting, per-tensor quantile (Eq. 20)",
+    "Selective Task Arithmetic (arXiv 2411.16139), Eq. 20",
+    "STA",
+    needs="importance",
+    streams="tensor",
+)

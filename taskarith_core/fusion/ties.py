@@ -20,8 +20,18 @@ import torch
 from ..select import kth_smallest_many
 from ..taskvec import StateDict, is_editable
 from ._per_tensor import apply_per_tensor, work_dtype
+from .params import Param, scaling
+from .spec import MethodSpec
 
-__all__ = ["CHUNK", "Scratch", "disjoint_mean_", "ties_merge", "ties_thresholds", "trim_"]
+__all__ = [
+    "CHUNK",
+    "SPEC",
+    "Scratch",
+    "disjoint_mean_",
+    "ties_merge",
+    "ties_thresholds",
+    "trim_",
+]
 
 #: elements per chunk: the N task slices and the scratch arrays stay in the CPU caches
 CHUNK = 1 << 16
@@ -175,3 +185,36 @@ def ties_merge(
         return _rule_torch(taus, limits, lam)
 
     return apply_per_tensor(pretrained, pretrained, finetuned, rule)
+
+
+def _engine(pre, fts, params, _sides):
+    """The file-streaming engine (imported here: it builds on this module)."""
+    from .ties_stream import TiesStream
+
+    return TiesStream(pre, fts, k=params["k"], lam=params["lam"])
+
+
+SPEC = MethodSpec(
+    ties_merge,
+    (
+        Param(
+            "k",
+            "float",
+            0.2,
+            "fraction of each task vector's entries kept (largest magnitudes)",
+            symbol="k",
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            step=0.05,
+        ),
+        scaling(1.0),
+    ),
+    "TIES: top-k trim, sign election, disjoint mean",
+    "Yadav et al., TIES-Merging (NeurIPS 2023): trim, elect sign, disjoint merge",
+    "TIES",
+    linear_in_lambda=True,
+    streams="global",
+    global_stats={"thresholds": lambda pre, fts, params: ties_thresholds(pre, fts, params["k"])},
+    streamer=_engine,
+)

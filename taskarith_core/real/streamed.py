@@ -296,8 +296,7 @@ class StreamedMethod:
         """theta for this value of the tuned parameter, built one tensor name at a time."""
         params = self.params(value, param)
         k = float(params.pop("k")) if self._scores is not None else None  # k picks the masks
-        full = {**self._method.defaults, **params}
-        check_params(self.spec.registry, full, len(self._in.fts))
+        full = check_params(self.spec.registry, params, len(self._in.fts))
         linear = self.spec.registry in _LINEAR and "lam" in params and self._scores is None
         x = self._linear_part(full) if linear else None
         if x is not None:
