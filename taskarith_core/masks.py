@@ -18,10 +18,13 @@ from .quantile import check_quantile
 from .select import kth_smallest
 
 __all__ = [
+    "NOISE_FLOOR",
     "Mask",
     "flatten_masks",
     "lower_rank",
     "minmax_normalise",
+    "no_ranking",
+    "noise_threshold",
     "selection_network",
     "selection_rates",
     "sta_fusion_masks",
@@ -34,18 +37,44 @@ __all__ = [
 Mask = dict[str, torch.Tensor]
 
 
+#: importance at most this fraction of its tensor's largest |I| is rounding noise, not a ranking.
+#: Some importances are zero in exact arithmetic: lp's gradient w.r.t. the key bias is zero
+#: because adding a constant to every key leaves the softmax unchanged, yet its stored values are
+#: float noise (below 2e-7 of the tensor's maximum) that would otherwise decide masks. 2^-20 is
+#: about 8 float32 ulps of the maximum: far above that noise, far below any real importance.
+NOISE_FLOOR = 2.0**-20
+
+
+def noise_threshold(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """|I| at or below this (float32, exact: the floor is a power of two) carries no ranking."""
+    return torch.maximum(low.float().abs(), high.float().abs()) * NOISE_FLOOR
+
+
+def no_ranking(importance: torch.Tensor) -> torch.Tensor:
+    """Entries whose importance carries no ranking: below the noise floor, or the whole tensor
+    when it is constant. They normalise to zero, so they never beat another task's entry."""
+    values = importance.float()
+    low, high = values.min(), values.max()
+    span = high - low
+    if not (span > 0) or not torch.isfinite(span):
+        return torch.ones_like(values, dtype=torch.bool)
+    return values.abs() <= noise_threshold(low, high)
+
+
 def minmax_normalise(importance: torch.Tensor) -> torch.Tensor:
     """Eq. 13: (I - min I) / (max I - min I) within one tensor.
 
     A constant tensor carries no ranking, so it normalises to all zeros: it never beats another
     task at an element, and its own negation quantile selects nothing from it (strict ``>``).
+    Entries below the noise floor (:data:`NOISE_FLOOR`) are treated the same way: zero.
     """
     values = importance.float()
     low, high = values.min(), values.max()
     span = high - low
     if span <= 0 or not torch.isfinite(span):
         return torch.zeros_like(values)
-    return (values - low) / span
+    quiet = values.abs() <= noise_threshold(low, high)
+    return ((values - low) / span).masked_fill_(quiet, 0.0)
 
 
 def _stack_normalised(importances: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -55,7 +84,9 @@ def _stack_normalised(importances: Sequence[torch.Tensor]) -> torch.Tensor:
     low, high = rows.amin(dim=1), rows.amax(dim=1)
     span = high - low
     constant = ~(span > 0) | ~torch.isfinite(span)
+    quiet = rows.abs() <= noise_threshold(low, high).unsqueeze(1)
     rows.sub_(low.unsqueeze(1)).div_(torch.where(constant, 1.0, span).unsqueeze(1))
+    rows.masked_fill_(quiet, 0.0)
     rows[constant] = 0.0
     return stacked
 
@@ -196,26 +227,34 @@ def sta_negation_mask(importance: Mapping[str, torch.Tensor], p: float) -> Mask:
     return {key: sta_negation_mask_for_tensor(value, p) for key, value in importance.items()}
 
 
-def selection_rates(masks_by_task: Mapping[str, Mapping[str, torch.Tensor]]) -> pd.DataFrame:
-    """One row per (task, tensor): how many entries the mask keeps (STA Fig. 4, TaLoS Fig. 4)."""
+def selection_rates(
+    masks_by_task: Mapping[str, Mapping[str, torch.Tensor]],
+    importances: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+) -> pd.DataFrame:
+    """One row per (task, tensor): how many entries the mask keeps (STA Fig. 4, TaLoS Fig. 4).
+
+    With the tasks' ``importances``, ``no_ranking`` counts the entries whose importance carries
+    no ranking (:func:`no_ranking`): where it equals ``numel`` the mask says nothing about that
+    task's tensor."""
     rows = []
     for task, mask in masks_by_task.items():
         for key, values in mask.items():
             numel = values.numel()
             selected = int(values.bool().sum().item())
-            rows.append(
-                {
-                    "task": task,
-                    "tensor": key,
-                    "block": block_index(key),
-                    "kind": tensor_kind(key),
-                    "numel": numel,
-                    "selected": selected,
-                    "rate": selected / numel if numel else 0.0,
-                }
-            )
+            row = {
+                "task": task,
+                "tensor": key,
+                "block": block_index(key),
+                "kind": tensor_kind(key),
+                "numel": numel,
+                "selected": selected,
+                "rate": selected / numel if numel else 0.0,
+            }
+            if importances is not None:
+                row["no_ranking"] = int(no_ranking(importances[task][key]).sum()) if numel else 0
+            rows.append(row)
     columns = ["task", "tensor", "block", "kind", "numel", "selected", "rate"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=columns + (["no_ranking"] if importances is not None else []))
 
 
 def flatten_masks(

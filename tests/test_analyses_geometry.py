@@ -94,3 +94,11 @@ def test_rates_table_pools_blocks_and_kinds():
     assert len(rates_table(masks, level="tensor")) == 3
     with pytest.raises(InputError):
         rates_table(masks, level="row")
+
+
+def test_rates_table_counts_entries_without_ranking():
+    key = "visual.transformer.resblocks.0.attn.in_proj_bias"
+    masks = {"a": {key: torch.tensor([True, False, False])}}
+    imps = {"a": {key: torch.tensor([1.0, 1e-9, 0.5])}}
+    assert rates_table(masks, importances=imps)["no_ranking"].tolist() == [1]
+    assert rates_table(masks, "tensor", imps)["no_ranking"].tolist() == [1]

@@ -6,6 +6,7 @@ from taskarith_core.keys import block_index, is_attention_weight, tensor_kind
 from taskarith_core.masks import (
     flatten_masks,
     minmax_normalise,
+    no_ranking,
     selection_rates,
     sta_fusion_masks,
     sta_negation_mask,
@@ -156,3 +157,39 @@ def test_stacked_normalisation_equals_per_tensor():
     ]
     expected = torch.stack([minmax_normalise(i) for i in imps])
     assert torch.equal(_stack_normalised(imps), expected)
+
+
+def _with_noise_third(seed: int) -> torch.Tensor:
+    """An in_proj_bias-like importance: q and v thirds ranked, the key third float noise."""
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.rand(12, generator=gen) + 0.5
+    values[4:8] = torch.rand(4, generator=gen) * 1e-7 * values.max()  # below 2^-20 of the max
+    return values
+
+
+def test_noise_below_the_floor_normalises_to_zero():
+    values = _with_noise_third(0)
+    normalised = minmax_normalise(values)
+    assert normalised[4:8].eq(0).all()
+    assert normalised[[0, 1, 2, 3, 8, 9, 10, 11]].gt(0).sum() >= 7  # the rest keeps its ranking
+    assert no_ranking(values).tolist() == [False] * 4 + [True] * 4 + [False] * 4
+    assert no_ranking(torch.full((3,), 2.0)).all()  # constant: no ranking anywhere
+    # just above the floor still ranks
+    assert not no_ranking(torch.tensor([1.0, 2.0**-19]))[1]
+
+
+def test_fusion_masks_ignore_noise_only_entries():
+    imps = [{KEY: _with_noise_third(seed)} for seed in range(4)]
+    masks = sta_fusion_masks(imps, 0.5)
+    for mask in masks:
+        assert not mask[KEY][4:8].any()  # noise decides nothing: no task is selected there
+    # the ranked entries still select the tasks above the median
+    assert sum(int(m[KEY][0]) for m in masks) == 2
+
+
+def test_selection_rates_count_entries_without_ranking():
+    imps = {"a": {KEY: _with_noise_third(0)}, "b": {KEY: torch.full((12,), 1.0)}}
+    masks = dict(zip(imps, sta_fusion_masks(list(imps.values()), 0.5)))
+    table = selection_rates(masks, imps)
+    assert table.set_index("task")["no_ranking"].to_dict() == {"a": 4, "b": 12}
+    assert "no_ranking" not in selection_rates(masks)

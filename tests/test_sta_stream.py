@@ -90,6 +90,21 @@ def test_equals_in_memory_sta(n, p, constant):
     _assert_bits_equal(_stream(pre, fts, imps, p), merge("sta", pre, fts, importances=imps, p=p))
 
 
+@pytest.mark.parametrize("n", [2, 5])
+def test_noise_floor_equals_in_memory_sta(n):
+    pre, fts, imps = _states(40 + n, n)
+    for t, imp in enumerate(imps):
+        for value in imp.values():
+            if value.numel() > 1:  # a third of every tensor is noise far below its maximum
+                gen = torch.Generator().manual_seed(t)
+                cut = value.reshape(-1)[: max(1, value.numel() // 3)]
+                cut.copy_(torch.rand(cut.shape, generator=gen) * 1e-8)
+                value.reshape(-1)[-1] = 4.0
+    _assert_bits_equal(
+        _stream(pre, fts, imps, 0.5), merge("sta", pre, fts, importances=imps, p=0.5)
+    )
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("imp_dtype", [torch.float16, torch.float64, torch.int64])
 def test_low_and_double_precision(dtype, imp_dtype):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 import pytest
 import torch
 from safetensors import safe_open
@@ -292,3 +293,17 @@ def test_download_folders_older_than_a_day_are_removed(tmp_path, monkeypatch):
     path = common.write_text("run_config.json", "{}")
     assert not stale.exists() and recent.exists()
     assert open(path).read() == "{}" and os.path.dirname(path) != str(recent)
+
+
+def test_no_ranking_summary_names_the_tensors():
+    table = pd.DataFrame(
+        {
+            "task": ["a", "b", "a"],
+            "tensor": ["x.bias", "x.bias", "y.weight"],
+            "numel": [12, 12, 4],
+            "no_ranking": [4, 4, 0],
+        }
+    )
+    text = masks_tab.no_ranking_summary(table)
+    assert "`x.bias` 33%" in text and "y.weight" not in text
+    assert masks_tab.no_ranking_summary(table.assign(no_ranking=0)) == ""

@@ -24,6 +24,7 @@ __all__ = [
     "localisation_matrix",
     "mask_iou",
     "ns_mask_iou",
+    "pool_rates",
     "rates_table",
     "sta_masks",
     "talos_masks",
@@ -148,20 +149,25 @@ def talos_masks(source: Any, tasks: Sequence[str] | None) -> dict[str, dict[str,
 
 
 def rates_table(
-    masks: Mapping[str, Mapping[str, torch.Tensor]], level: str = "block"
+    masks: Mapping[str, Mapping[str, torch.Tensor]],
+    level: str = "block",
+    importances: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> pd.DataFrame:
     """Selection (remaining) rate per task and layer, split by kind: ``level="tensor"`` keeps one
-    row per tensor; ``"block"`` pools the tensors of a block and kind (rate = kept / total)."""
+    row per tensor; ``"block"`` pools the tensors of a block and kind (rate = kept / total).
+    With ``importances``, ``no_ranking`` counts the entries whose importance ranks nothing."""
     from ..masks import selection_rates
 
-    table = selection_rates(masks)
-    if level == "tensor":
-        return table
-    if level != "block":
+    if level not in ("tensor", "block"):
         raise InputError(f"unknown rate level {level!r}; use block or tensor")
-    pooled = table.groupby(["task", "block", "kind"], sort=False, as_index=False)[
-        ["numel", "selected"]
-    ].sum()
+    table = selection_rates(masks, importances)
+    return table if level == "tensor" else pool_rates(table)
+
+
+def pool_rates(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-tensor selection rates pooled per task, block and kind (rate = kept / total)."""
+    counts = ["numel", "selected"] + (["no_ranking"] if "no_ranking" in table else [])
+    pooled = table.groupby(["task", "block", "kind"], sort=False, as_index=False)[counts].sum()
     pooled["rate"] = pooled["selected"] / pooled["numel"].where(pooled["numel"] > 0)
     return pooled.fillna({"rate": 0.0})
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..masks import lower_rank, selection_network
+from ..masks import NOISE_FLOOR, lower_rank, selection_network
 from ..taskvec import is_editable
 from ._per_tensor import work_dtype
 
@@ -60,8 +60,9 @@ class StaStream:
         peek = getattr(source, "peek", None)
         return peek(key) if peek is not None else source[key]
 
-    def _normaliser(self, t: int, key: str) -> tuple[np.ndarray, np.float32, np.float32] | None:
-        """Task t's flat float32 importance and Eq. 13's (low, span); None for a constant tensor."""
+    def _normaliser(self, t: int, key: str) -> tuple | None:
+        """Task t's flat float32 importance, Eq. 13's (low, span) and the noise threshold (None
+        when no entry is below it); None for a constant tensor (as ``masks.minmax_normalise``)."""
         tensor = self._peek(self._imps[t], key).reshape(-1)
         if tensor.dtype != torch.float32:
             tensor = tensor.float()  # as the in-memory rule: float64 rounds to float32 first
@@ -71,7 +72,9 @@ class StaStream:
         span = np.float32(high - low)
         if not (span > 0) or not np.isfinite(span):
             return None
-        return tensor.numpy(), low, span
+        floor = np.float32(max(abs(low), abs(high)) * np.float32(NOISE_FLOOR))
+        quiet = bool((tensor.abs() <= float(floor)).any())
+        return tensor.numpy(), low, span, floor if quiet else None
 
     def _finetuned(self, t: int, key: str, work: torch.dtype) -> np.ndarray:
         """Task t's flat fine-tuned tensor in the working dtype (unchecked: see ``merged``)."""
@@ -86,9 +89,11 @@ class StaStream:
             if normaliser is None:
                 views[t] = self._zeros[:size]
             else:
-                values, low, span = normaliser
+                values, low, span, floor = normaliser
                 np.subtract(values[start:stop], low, out=views[t], dtype=np.float32)
                 np.divide(views[t], span, out=views[t])
+                if floor is not None:
+                    np.putmask(views[t], np.abs(values[start:stop]) <= floor, 0.0)
         for fn, a, b, out in self._steps:
             fn(views[a], views[b], out=views[out])
         lower, mask = views[self._result], self._mask[:size]

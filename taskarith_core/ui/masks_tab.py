@@ -66,16 +66,23 @@ def mask_config(
 def mask_views(cfg: RunConfig, kind: str) -> tuple[Any, str, list[str]]:
     """(selection-rate heatmap, summary line, tensor names) at the config's p or k."""
     from ..analyses.figures import rates_figure
-    from ..analyses.geometry import rates_table
+    from ..analyses.geometry import pool_rates, rates_table
 
     service = explorer(cfg)
     masks = service.masks(cfg)
-    rates = service.memo(("rates", service.mask_key(cfg)), lambda: rates_table(masks, "block"))
-    shown = rates if kind == "all" else rates[rates["kind"] == kind]
+
+    def rates() -> Any:
+        imps = {t: service.importance(t, cfg.importance, cfg.samples, cfg.seed) for t in masks}
+        return rates_table(masks, "tensor", imps)
+
+    per_tensor = service.memo(("rates", service.mask_key(cfg)), rates)
+    pooled = pool_rates(per_tensor)
+    shown = pooled if kind == "all" else pooled[pooled["kind"] == kind]
     if shown.empty:
         raise InputError(f"no tensor of kind {kind!r} in this model; pick another kind")
     tensors = [key for key, value in next(iter(masks.values())).items() if value.dim() >= 1]
-    return rates_figure(shown, _title(cfg)), mask_summary(masks), tensors
+    text = mask_summary(masks) + no_ranking_summary(per_tensor)
+    return rates_figure(shown, _title(cfg)), text, tensors
 
 
 def iou_view(cfg: RunConfig) -> Any:
@@ -103,6 +110,21 @@ def mask_summary(masks: dict[str, dict[str, Any]]) -> str:
         total = sum(v.numel() for v in mask.values())
         parts.append(f"{task} {kept / max(total, 1):.1%}")
     return "Kept per task: " + ", ".join(parts)
+
+
+def no_ranking_summary(per_tensor: Any) -> str:
+    """Where importance ranks nothing (at most 2^-20 of its tensor's largest value, or constant):
+    those entries count as ties that no task wins, so the masks there say nothing."""
+    if "no_ranking" not in per_tensor or not per_tensor["no_ranking"].any():
+        return ""
+    share = per_tensor.groupby("tensor", sort=False)[["no_ranking", "numel"]].sum()
+    share = (share["no_ranking"] / share["numel"]).sort_values(ascending=False)
+    named = ", ".join(f"`{t}` {v:.0%}" for t, v in share[share > 0].head(3).items())
+    return (
+        f"\n\nNo ranking (importance below the noise floor, treated as ties): {named}"
+        + (f" and {int((share > 0).sum()) - 3} more tensors" if (share > 0).sum() > 3 else "")
+        + "."
+    )
 
 
 def mask_images(cfg: RunConfig, tensor: str) -> list[tuple[np.ndarray, str]]:
