@@ -148,6 +148,9 @@ def test_registries_list_the_paper_methods():
         "dare",
         "consensus",
         "masked_arithmetic",
+        "average",
+        "pcb",
+        "breadcrumbs",
     }
     assert set(NEGATION_METHODS) == {"sta", "task_arithmetic"}
 

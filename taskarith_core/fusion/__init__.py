@@ -14,7 +14,7 @@ import torch
 
 from ..errors import InputError
 from ..taskvec import StateDict, check_same_layout
-from . import arithmetic, consensus, dare, sta, ties
+from . import arithmetic, average, breadcrumbs, consensus, dare, pcb, sta, ties
 from .params import Param
 from .spec import MethodSpec
 
@@ -40,6 +40,9 @@ MERGE_METHODS: dict[str, MethodSpec] = {
     "dare": dare.SPEC,
     "consensus": consensus.SPEC,
     "masked_arithmetic": arithmetic.MASKED_SPEC,
+    "average": average.SPEC,
+    "pcb": pcb.SPEC,
+    "breadcrumbs": breadcrumbs.SPEC,
 }
 
 NEGATION_METHODS: dict[str, MethodSpec] = {

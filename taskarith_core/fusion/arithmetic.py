@@ -8,6 +8,7 @@ import torch
 
 from ..taskvec import StateDict
 from ._per_tensor import apply_per_tensor
+from .dare import dare_params, dare_view
 from .params import scaling
 from .spec import MethodSpec
 
@@ -33,8 +34,15 @@ def task_arithmetic(
     finetuned: Sequence[Mapping[str, torch.Tensor]],
     *,
     lam: float = 0.4,
+    dare_rate: float = 0.0,
+    dare_seed: int = 0,
 ) -> StateDict:
-    """theta = theta_pre + lambda * sum_t tau_t."""
+    """theta = theta_pre + lambda * sum_t tau_t (Ilharco et al. 2023, Eq. 1 of the STA paper).
+
+    ``dare_rate`` > 0 applies DARE's drop-and-rescale to every tau_t first (STA Table 2's
+    "Task Arithmetic + DARE").
+    """
+    finetuned = dare_view(pretrained, finetuned, dare_rate, dare_seed)
     return apply_per_tensor(
         pretrained, pretrained, finetuned, lambda _k, _p, taus: lam * _sum(taus)
     )
@@ -69,7 +77,7 @@ def task_arithmetic_negate(
 
 SPEC = MethodSpec(
     task_arithmetic,
-    (scaling(0.4),),
+    (scaling(0.4), *dare_params()),
     "theta_pre + lambda * sum tau",
     "Ilharco et al., Editing models with task arithmetic (ICLR 2023), Eq. 1",
     "TA",

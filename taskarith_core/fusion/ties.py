@@ -20,6 +20,7 @@ import torch
 from ..select import kth_smallest_many
 from ..taskvec import StateDict, is_editable
 from ._per_tensor import apply_per_tensor, work_dtype
+from .dare import dare_params, dare_view
 from .params import Param, scaling
 from .spec import MethodSpec
 
@@ -172,8 +173,15 @@ def ties_merge(
     k: float = 0.2,
     lam: float = 1.0,
     thresholds: Sequence[float] | None = None,
+    dare_rate: float = 0.0,
+    dare_seed: int = 0,
 ) -> StateDict:
-    """theta = theta_pre + lambda * disjoint-mean of the trimmed, sign-agreeing task vectors."""
+    """theta = theta_pre + lambda * disjoint-mean of the trimmed, sign-agreeing task vectors.
+
+    ``dare_rate`` > 0 applies DARE's drop-and-rescale to every tau_t before the trim (STA Table
+    2's "TIES-Merging + DARE"); precomputed ``thresholds`` must then come from the same view.
+    """
+    finetuned = dare_view(pretrained, finetuned, dare_rate, dare_seed)
     limits = (
         list(thresholds) if thresholds is not None else ties_thresholds(pretrained, finetuned, k)
     )
@@ -191,7 +199,14 @@ def _engine(pre, fts, params, _sides):
     """The file-streaming engine (imported here: it builds on this module)."""
     from .ties_stream import TiesStream
 
-    return TiesStream(pre, fts, k=params["k"], lam=params["lam"])
+    dared = dare_view(pre, fts, params.get("dare_rate", 0.0), params.get("dare_seed", 0))
+    return TiesStream(pre, dared, k=params["k"], lam=params["lam"])
+
+
+def _thresholds(pre, fts, params):
+    """The global top-k thresholds of the (possibly DARE'd) task vectors."""
+    dared = dare_view(pre, fts, params.get("dare_rate", 0.0), params.get("dare_seed", 0))
+    return ties_thresholds(pre, dared, params["k"])
 
 
 SPEC = MethodSpec(
@@ -209,12 +224,13 @@ SPEC = MethodSpec(
             step=0.05,
         ),
         scaling(1.0),
+        *dare_params(),
     ),
     "TIES: top-k trim, sign election, disjoint mean",
     "Yadav et al., TIES-Merging (NeurIPS 2023): trim, elect sign, disjoint merge",
     "TIES",
     linear_in_lambda=True,
     streams="global",
-    global_stats={"thresholds": lambda pre, fts, params: ties_thresholds(pre, fts, params["k"])},
+    global_stats={"thresholds": _thresholds},
     streamer=_engine,
 )

@@ -1,0 +1,50 @@
+"""The added methods give the same model streamed from files as merged in memory."""
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from taskarith_core.fusion import merge
+from taskarith_core.streaming import stream_merge
+
+KEYS = {
+    "visual.conv1.weight": (8, 3, 2, 2),
+    "visual.transformer.resblocks.0.attn.in_proj_weight": (24, 8),
+    "visual.transformer.resblocks.0.attn.in_proj_bias": (24,),
+    "visual.ln_post.weight": (8,),
+}
+
+CASES = [
+    ("average", {}),
+    ("average", {"dare_rate": 0.3, "dare_seed": 4}),
+    ("task_arithmetic", {"lam": 0.4, "dare_rate": 0.5, "dare_seed": 1}),
+    ("ties", {"k": 0.2, "lam": 1.0, "dare_rate": 0.5, "dare_seed": 2}),
+    ("pcb", {"ratio": 0.1, "lam": 1.2}),
+    ("breadcrumbs", {"keep": 0.3, "outliers": 0.1, "lam": 0.5}),
+]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("models")
+    gen = torch.Generator().manual_seed(0)
+    pre = {k: torch.randn(s, generator=gen) for k, s in KEYS.items()}
+    fts = [{k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in pre.items()}]
+    fts += [{k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in pre.items()}]
+    fts += [{k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in pre.items()}]
+    save_file(pre, tmp / "pre.safetensors")
+    for t, ft in enumerate(fts):
+        save_file(ft, tmp / f"ft{t}.safetensors")
+    return tmp, pre, fts
+
+
+@pytest.mark.parametrize("method,params", CASES, ids=[f"{m}-{len(p)}" for m, p in CASES])
+def test_streamed_equals_in_memory(models, method, params):
+    tmp, pre, fts = models
+    out = tmp / f"{method}.safetensors"
+    paths = [tmp / f"ft{t}.safetensors" for t in range(3)]
+    stream_merge(method, tmp / "pre.safetensors", paths, out, params=params)
+    got = load_file(out)
+    expected = merge(method, pre, fts, **params)
+    for key in KEYS:
+        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0)
