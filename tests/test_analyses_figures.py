@@ -23,7 +23,8 @@ def test_xi_heatmap_is_sequential_and_shaped_by_the_grid():
     assert trace.z[0][2] == pytest.approx(1.0 + 2.0)  # row alpha2=-1, column alpha1=1
     assert trace.zmin == 0.0
     assert "digits" in fig.layout.title.text and "zoo/attention" in fig.layout.title.text
-    assert "alpha1" in fig.layout.xaxis.title.text and "nats" in trace.colorbar.title.text
+    assert "alpha1" in fig.layout.xaxis.title.text and "nats" in fig.layout.title.text
+    assert fig.layout.yaxis.scaleanchor == "x"  # square cells: the grid is not squeezed
 
 
 def test_cosine_uses_a_diverging_scale_per_group():

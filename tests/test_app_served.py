@@ -64,6 +64,7 @@ def test_merge_endpoint_returns_chart_mean_and_tables(served):
     assert {p.rsplit("/", 1)[-1] for p in files} == {
         "run_config.json",
         "merge_accuracy.html",
+        "plotly.min.js",
         "merge_results.csv",
     }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 import pandas as pd
 import pytest
@@ -223,16 +225,28 @@ def test_page_builds_with_the_source_tasks(base):
 
 def test_masks_figures_as_html_on_demand(base):
     files = masks_tab.masks_html(base, "all", TASKS, "sta", "lp", 0.5, 0.9, 8, 0)
-    assert [f.rsplit("/", 1)[-1] for f in files] == ["mask_rates.html", "mask_iou.html"]
-    assert "plotly" in open(files[0]).read(5000).lower()
+    names = [f.rsplit("/", 1)[-1] for f in files]
+    assert names == ["mask_rates.html", "mask_iou.html", "plotly.min.js"]
+    html = open(files[0]).read()
+    assert 'src="plotly.min.js"' in html and len(html) < 1_000_000  # plotly.js is not embedded
+    assert os.path.getsize(files[2]) > 1_000_000  # the one shared copy of plotly.js
 
 
 def test_xi_tab_grid_and_summary(base, tmp_path, monkeypatch):
-    from taskarith_core.ui.xi_tab import xi_views
+    from taskarith_core.ui.xi_tab import summary_table, xi_views
 
     monkeypatch.setenv("TASKARITH_CACHE", str(tmp_path))
+    said = []
     fig_a, fig_b, summary = xi_views(
-        base, "task0", "task1", "full", "none", "sta", "ortiz", "kl", 16, "lp", 0.5
+        base,
+        *("task0", "task1", "full", "none", "sta", "ortiz", "kl", 16, "lp", 0.5),
+        progress=lambda value, desc=None: said.append(desc),
+    )
+    assert said and all(text.startswith("Paradigm A") for text in said)
+    shown = summary_table(summary)
+    assert shown.loc[0, "mean xi"] == round(summary.loc[0, "mean_xi"], 3)
+    assert shown.loc[0, "grid with xi < 0.1 (%)"] == round(
+        100 * summary.loc[0, "fraction_below"], 2
     )
     assert fig_b is None and fig_a.data[0].type == "heatmap"
     assert len(fig_a.data[0].x) == 15 and len(fig_a.data[0].y) == 15

@@ -54,7 +54,10 @@ def _matrix(frame: pd.DataFrame, row: str, col: str, value: str) -> pd.DataFrame
 
 
 def xi_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Heatmap of xi(alpha1, alpha2) for one grid (the first label / pair in the table)."""
+    """Heatmap of xi(alpha1, alpha2) for one grid (the first label / pair in the table).
+
+    Square cells (both axes span the same alphas), a short two-line title and a one-word colour
+    bar title, so the figure stays readable at half the page's width."""
     _require(frame, ["alpha1", "alpha2", "xi"], "xi")
     first = frame.iloc[0]
     part = frame
@@ -63,7 +66,8 @@ def xi_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
             part = part[part[key] == first[key]]
     table = _matrix(part, "alpha2", "alpha1", "xi").sort_index().sort_index(axis=1)
     dist = first.get("distance", "prediction")
-    unit = "fraction of samples, summed over both tasks" if dist == "prediction" else "nats"
+    unit = "share of samples, both tasks" if dist == "prediction" else "nats"
+    task1, task2 = first.get("task1", "1"), first.get("task2", "2")
     fig = go.Figure(
         go.Heatmap(
             x=table.columns.tolist(),
@@ -71,17 +75,20 @@ def xi_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
             z=table.to_numpy(),
             colorscale=SEQUENTIAL,
             zmin=0.0,
-            colorbar={"title": {"text": f"xi ({unit})"}},
+            colorbar={"title": {"text": "xi", "side": "top"}, "thickness": 14, "len": 0.85},
             hovertemplate="alpha1=%{x:.2f}<br>alpha2=%{y:.2f}<br>xi=%{z:.3f}<extra></extra>",
         )
     )
-    pair = f"{first.get('task1', 'task 1')} + {first.get('task2', 'task 2')}"
-    default = f"Disentanglement error xi ({dist}), {pair}, {first.get('label', '')}"
+    grid = f"{len(table.columns)} x {len(table.index)}"
+    default = f"{first.get('label', '')}: xi, {task1} + {task2}"
+    detail = f"{'prediction disagreement' if dist == 'prediction' else 'KL'} ({unit}), {grid}"
     fig.update_layout(
-        title=title or default,
-        xaxis_title=f"alpha1 (coefficient of tau_{first.get('task1', '1')})",
-        yaxis_title=f"alpha2 (coefficient of tau_{first.get('task2', '2')})",
+        title={"text": f"{title or default}<br><sup>{detail}</sup>", "x": 0.02, "xanchor": "left"},
+        height=520,
+        margin={"l": 70, "r": 20, "t": 80, "b": 60},
     )
+    fig.update_xaxes(title_text=f"alpha1 (tau of {task1})", constrain="domain")
+    fig.update_yaxes(title_text=f"alpha2 (tau of {task2})", scaleanchor="x", constrain="domain")
     return fig
 
 

@@ -18,7 +18,7 @@ from .common import (
     explorer,
     gr_progress,
     user_errors,
-    write_figure_html,
+    write_figures,
     write_text,
 )
 
@@ -192,10 +192,8 @@ def build_analyses_tab(source_state: gr.State, task_names: list[str]) -> dict[st
     def on_run(source, *values, progress=gr.Progress()):  # noqa: B008
         figure, frame = run_analysis(source, *values, progress=progress)
         name = values[0]
-        downloads = [
-            write_figure_html(f"{name}.html", figure),
-            write_text(f"{name}.csv", frame.to_csv(index=False)),
-        ]
+        downloads = write_figures({f"{name}.html": figure})
+        downloads.append(write_text(f"{name}.csv", frame.to_csv(index=False)))
         return figure, frame, downloads
 
     run.click(

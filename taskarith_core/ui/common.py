@@ -29,6 +29,7 @@ __all__ = [
     "gr_progress",
     "user_errors",
     "write_figure_html",
+    "write_figures",
     "write_text",
 ]
 
@@ -128,8 +129,45 @@ def write_text(name: str, text: str) -> str:
     return str(path)
 
 
+PLOTLY_JS = "plotly.min.js"
+
+
+def shared_plotly_js() -> Path:
+    """One copy of plotly.js (from the installed plotly package) beside every download folder:
+    figure HTML files point at it by a relative path instead of embedding 4.6 MB each."""
+    parent = Path(tempfile.gettempdir()) / "taskarith_downloads"
+    parent.mkdir(parents=True, exist_ok=True)
+    path = parent / PLOTLY_JS
+    if not path.is_file():
+        from plotly.offline import get_plotlyjs
+
+        tmp = parent / f".{uuid.uuid4().hex[:8]}.js.tmp"
+        tmp.write_text(get_plotlyjs(), encoding="utf-8")
+        tmp.replace(path)
+    return path
+
+
+def write_figures(figures: dict[str, Any]) -> list[str]:
+    """Interactive HTML of each figure (None skipped) plus the one shared ``plotly.min.js``
+    they load from the same folder: download all of them into one folder to open offline."""
+    folder = download_dir()
+    paths = []
+    for name, figure in figures.items():
+        if figure is None:
+            continue
+        path = folder / name
+        figure.write_html(str(path), include_plotlyjs=PLOTLY_JS, full_html=True)
+        paths.append(str(path))
+    script = folder / PLOTLY_JS
+    if paths:
+        try:
+            script.hardlink_to(shared_plotly_js())
+        except OSError:  # another file system: a copy
+            shutil.copyfile(shared_plotly_js(), script)
+        paths.append(str(script))
+    return paths
+
+
 def write_figure_html(name: str, figure: Any) -> str:
-    """Interactive HTML of a plotly figure (self-contained: works offline)."""
-    path = download_dir() / name
-    figure.write_html(str(path), include_plotlyjs=True, full_html=True)
-    return str(path)
+    """One figure's HTML, loading plotly.js from ``plotly.min.js`` beside it (offline)."""
+    return write_figures({name: figure})[0]

@@ -19,7 +19,7 @@ from .common import (
     explorer,
     gr_progress,
     user_errors,
-    write_figure_html,
+    write_figures,
     write_text,
 )
 from .merge_tab import (
@@ -206,7 +206,7 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
     @user_errors
     def on_sweep(source, *values, progress=gr.Progress()):  # noqa: B008
         figure = negation_curve(forget_config(source, *values), progress)
-        return figure, [write_figure_html("negation_sweep.html", figure)]
+        return figure, write_figures({"negation_sweep.html": figure})
 
     sweep.click(on_sweep, [source_state, *controls], [curve, files], api_name="forget_sweep")
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..runconfig import RunConfig
-from .common import config_from_source, explorer, user_errors, write_figure_html
+from .common import config_from_source, explorer, user_errors, write_figures
 from .merge_tab import IMPORTANCE_LABELS
 
 __all__ = [
@@ -173,12 +173,11 @@ def update_iou(source: dict | None, kind: str, *values: Any) -> Any:
 
 @user_errors
 def masks_html(source: dict | None, kind: str, *values: Any) -> list[str]:
-    """Both figures as self-contained HTML, written only when asked (each is ~4 MB of plotly)."""
+    """Both figures as HTML beside one shared plotly.min.js, written only when asked."""
     cfg = mask_config(source, *values)
-    return [
-        write_figure_html("mask_rates.html", mask_views(cfg, kind)[0]),
-        write_figure_html("mask_iou.html", iou_view(cfg)),
-    ]
+    return write_figures(
+        {"mask_rates.html": mask_views(cfg, kind)[0], "mask_iou.html": iou_view(cfg)}
+    )
 
 
 def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from .common import (
     explorer,
     gr_progress,
     user_errors,
-    write_figure_html,
+    write_figures,
     write_text,
 )
 from .results import (
@@ -139,7 +139,7 @@ def _title(cfg: RunConfig) -> str:
 def _downloads(cfg: RunConfig, figure: Any, history: list[dict]) -> list[str]:
     return [
         write_text("run_config.json", cfg.to_json()),
-        write_figure_html("merge_accuracy.html", figure),
+        *write_figures({"merge_accuracy.html": figure}),
         write_text("merge_results.csv", history_frame(history).to_csv(index=False)),
     ]
 

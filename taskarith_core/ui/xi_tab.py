@@ -13,16 +13,29 @@ import pandas as pd
 
 from ..errors import InputError
 from ..runconfig import RunConfig
-from .common import config_from_source, explorer, gr_progress, user_errors, write_figure_html
+from .common import (
+    config_from_source,
+    explorer,
+    gr_progress,
+    user_errors,
+    write_figures,
+    write_text,
+)
 from .merge_tab import IMPORTANCE_LABELS
+from .numbers import percent
 
-__all__ = ["XI_EDITS", "build_xi_tab", "xi_frame", "xi_views"]
+__all__ = ["XI_EDITS", "build_xi_tab", "summary_table", "xi_frame", "xi_views"]
 
 XI_EDITS = [("task vectors as fine-tuned", "plain"), ("STA-masked task vectors (p)", "sta")]
 XI_GRIDS = [
     ("15 x 15 on [-2, 2] (Ortiz-Jimenez et al.)", "ortiz"),
     ("20 x 20 on [-3, 3] (TaLoS)", "talos"),
 ]
+PARADIGM_WORDS = {
+    "full": "full fine-tuning",
+    "attention": "attention-only fine-tuning",
+    "talos": "TaLoS sparse fine-tuning",
+}
 SIDE_CHOICES = [
     ("none", "none"),
     ("full", "full"),
@@ -91,6 +104,24 @@ def xi_frame(
     )
 
 
+def _side_title(source: dict | None, side: str, which: str) -> str:
+    """'Paradigm A: full fine-tuning' on the zoo; a manifest has one set of checkpoints."""
+    if (source or {}).get("source", "zoo") != "zoo":
+        return f"Paradigm {which}"
+    return f"Paradigm {which}: {PARADIGM_WORDS.get(side, side)}"
+
+
+def _labelled(progress: Any, prefix: str) -> Any:
+    """A ``gr.Progress`` look-alike whose messages start with the paradigm being computed."""
+    if progress is None:
+        return None
+
+    def update(value: Any, desc: str | None = None, **kwargs: Any) -> Any:
+        return progress(value, desc=f"{prefix}: {desc}" if desc else prefix, **kwargs)
+
+    return update
+
+
 def xi_views(
     source: dict | None,
     task1: str,
@@ -110,7 +141,7 @@ def xi_views(
     from ..analyses.xi import xi_summary
 
     frames, figures = [], []
-    for side in (side_a, side_b):
+    for side, which in ((side_a, "A"), (side_b, "B")):
         if side == "none":
             figures.append(None)
             continue
@@ -120,26 +151,47 @@ def xi_views(
         elif side != side_a:
             raise InputError("a manifest has one set of checkpoints; set paradigm B to none")
         cfg = config_from_source(source, p=float(p), **overrides)
-        frame = xi_frame(cfg, task1, task2, edit, grid, distance, int(samples), progress)
+        title = _side_title(source, side, which)
+        shown = _labelled(progress, title)
+        frame = xi_frame(cfg, task1, task2, edit, grid, distance, int(samples), shown)
         frames.append(frame)
-        figures.append(xi_figure(frame))
+        figures.append(xi_figure(frame, title=f"{title} ({frame['label'].iloc[0]})"))
     if not frames:
         raise InputError("both paradigms are 'none'; pick at least paradigm A")
     return figures[0], figures[1], xi_summary(pd.concat(frames, ignore_index=True))
 
 
-def build_xi_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the page shows it: xi to 3 decimals, the share of the grid in percent."""
+    threshold = float(summary["threshold"].iloc[0]) if len(summary) else 0.1
+    return pd.DataFrame(
+        {
+            "grid": summary["label"],
+            "tasks": summary["task1"] + " + " + summary["task2"],
+            "distance": summary["distance"],
+            "mean xi": summary["mean_xi"].round(3),
+            "max xi": summary["max_xi"].round(3),
+            f"grid with xi < {threshold:g} (%)": percent(summary["fraction_below"]),
+            f"area with xi < {threshold:g} (alpha units)": summary["area_below"].round(3),
+        }
+    )
+
+
+def _controls(task_names: list[str]) -> list[Any]:
+    """The tab's settings in three columns above the figures (the figures get the full width)."""
+    first = task_names[0] if task_names else None
+    second = task_names[1] if len(task_names) > 1 else first
     with gr.Row():
-        with gr.Column(scale=1, min_width=300):
-            first = task_names[0] if task_names else None
-            second = task_names[1] if len(task_names) > 1 else first
+        with gr.Column(min_width=280):
             task1 = gr.Dropdown(task_names, value=first, label="Task 1", elem_id="xi-task1")
             task2 = gr.Dropdown(task_names, value=second, label="Task 2", elem_id="xi-task2")
             side_a = gr.Dropdown(SIDE_CHOICES[1:], value="full", label="Paradigm A")
             side_b = gr.Dropdown(SIDE_CHOICES, value="attention", label="Paradigm B (zoo only)")
+        with gr.Column(min_width=280):
             edit = gr.Radio(XI_EDITS, value="plain", label="Task vectors")
             importance = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance (STA)")
             p = gr.Slider(0, 1, value=0.8, step=0.01, label="Quantile p (STA)")
+        with gr.Column(min_width=280):
             grid = gr.Radio(XI_GRIDS, value="ortiz", label="Grid")
             distance = gr.Radio(
                 [("prediction disagreement", "prediction"), ("KL", "kl")],
@@ -147,39 +199,28 @@ def build_xi_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any
                 label="Distance",
             )
             samples = gr.Slider(16, 2048, value=256, step=16, label="Samples per task")
-            run = gr.Button("Compute xi", variant="primary")
-        with gr.Column(scale=2):
-            with gr.Row():
-                plot_a = gr.Plot(label="Paradigm A")
-                plot_b = gr.Plot(label="Paradigm B")
-            summary = gr.Dataframe(label="Summary (mean xi, area with xi < 0.1)", interactive=False)
-            files = gr.File(label="Figures (HTML) and CSV", file_count="multiple")
+    return [task1, task2, side_a, side_b, edit, grid, distance, samples, importance, p]
+
+
+def build_xi_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
+    controls = _controls(task_names)
+    run = gr.Button("Compute xi", variant="primary", elem_id="xi-run")
+    with gr.Row(equal_height=True):
+        plot_a = gr.Plot(label="Paradigm A", elem_id="xi-plot-a")
+        plot_b = gr.Plot(label="Paradigm B", elem_id="xi-plot-b")
+    summary = gr.Dataframe(
+        label="Summary (mean xi, share and area of the grid with xi < 0.1)",
+        interactive=False,
+        elem_id="xi-summary",
+    )
+    files = gr.File(label="Figures (HTML) and CSV", file_count="multiple")
 
     @user_errors
     def on_run(source, *values, progress=gr.Progress()):  # noqa: B008
         fig_a, fig_b, table = xi_views(source, *values, progress=progress)
-        from .common import write_text
+        downloads = write_figures({"xi_a.html": fig_a, "xi_b.html": fig_b})
+        downloads.append(write_text("xi_summary.csv", table.to_csv(index=False)))
+        return fig_a, fig_b, summary_table(table), downloads
 
-        downloads = [
-            write_figure_html("xi_a.html", fig_a),
-            write_text("xi_summary.csv", table.to_csv(index=False)),
-        ]
-        if fig_b is not None:
-            downloads.append(write_figure_html("xi_b.html", fig_b))
-        return fig_a, fig_b, table, downloads
-
-    inputs = [
-        source_state,
-        task1,
-        task2,
-        side_a,
-        side_b,
-        edit,
-        grid,
-        distance,
-        samples,
-        importance,
-        p,
-    ]
-    run.click(on_run, inputs, [plot_a, plot_b, summary, files], api_name="xi")
-    return {"single": [(task1, 0), (task2, 1)]}
+    run.click(on_run, [source_state, *controls], [plot_a, plot_b, summary, files], api_name="xi")
+    return {"single": [(controls[0], 0), (controls[1], 1)]}
