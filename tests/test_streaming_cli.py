@@ -339,7 +339,7 @@ def test_module_entry_point_and_help(files):
     assert json.loads(
         load_file.__module__
         and __import__("safetensors").safe_open(str(out), "pt").metadata()["params"]
-    ) == {"lam": 0.3}
+    ) == {"lam": 0.3, "dare_rate": 0.0, "dare_seed": 0}
     help_text = subprocess.run(
         [sys.executable, "-m", "taskarith_core", "merge", "--help"],
         capture_output=True,
