@@ -57,7 +57,10 @@ def test_grids_default_to_the_papers_and_extend_for_talos(tiny, tiny_talos):
     from taskarith_core.analyses.sweeps import LAMBDA_GRID
 
     assert method_grid(tiny, "ta", tiny.tasks, None)[-1] == 1.0
-    assert method_grid(tiny, "sta-lp", tiny.tasks, None)[0] == 0.1
+    from taskarith_core.sta_levels import distinct_p
+
+    # STA's p: one value per distinct mask (N - 1 of them), not a fixed grid that repeats masks
+    assert method_grid(tiny, "sta-lp", tiny.tasks, None) == list(distinct_p(2)) == [0.0]
     extended = method_grid(tiny_talos, "talos-mask", tiny_talos.tasks, None)
     k = _talos_sparsity(tiny_talos, tiny_talos.tasks)
     assert extended[-1] == pytest.approx(1.0 / (1.0 - k), abs=1e-3) and extended[-1] > 5.0

@@ -65,6 +65,11 @@ def test_accuracy_sweep_rows_and_mean(tiny):
         accuracy_sweep(tiny, "ta", [])
 
 
+def test_sta_sweep_defaults_to_the_distinct_p_values(tiny):
+    frame = accuracy_sweep(tiny, "sta-random", tasks=["task0", "task1", "task2"], split="val")
+    assert sorted(set(frame["value"])) == [0.0, 0.5]  # 3 tasks: 2 distinct masks
+
+
 def test_sweep_over_a_non_default_parameter(tiny):
     frame = accuracy_sweep(tiny, "ties", [0.1, 1.0], param="k", tasks=["task0", "task1"])
     assert set(frame["param"]) == {"k"} and set(frame["value"]) == {0.1, 1.0}

@@ -119,6 +119,7 @@ def test_fraction_kept_beside_p_matches_the_masks(base):
         total = sum(m.numel() for mask in masks.values() for m in mask.values())
         assert kept / total == pytest.approx(sta_fraction_kept(p, 3), abs=1e-3)
     assert "66.7%" in merge_tab.fraction_text("sta", 0.3, 0.2, 3)
+    assert "only 2 distinct masks exist, at p = 0, 0.5" in merge_tab.fraction_text("sta", 0.3, 0, 3)
     assert "90%" in merge_tab.fraction_text("talos_mask", 0.3, 0.1, 3)
 
 

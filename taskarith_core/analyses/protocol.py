@@ -3,8 +3,8 @@
 Hyperparameters are chosen on the validation split and the chosen setting is reported on the test
 split, whichever way the test numbers fall (Ilharco et al.; seed 002 A; TaLoS A.1):
 
-- addition: the value of the method's parameter (lambda on {0.05, ..., 1.0}, STA's p on
-  {0.1, ..., 0.9}, sparsity k) with the highest mean normalised validation accuracy;
+- addition: the value of the method's parameter (lambda on {0.05, ..., 1.0}, STA's p at
+  the N - 1 values that give distinct masks for N tasks, sparsity k) with the highest mean normalised validation accuracy;
 - negation: per target task, the value with the lowest validation target accuracy whose control
   accuracy stays >= 95% of zero-shot. TaLoS-masked vectors get the lambda range extended by
   1 / (1 - k), k their measured sparsity (TaLoS A.1): the paper's grid plus the grid scaled by it.
@@ -55,7 +55,7 @@ def method_grid(
             raise InputError(f"the grid for {name!r} is empty; give at least one value")
         return values
     spec = method_spec(name)
-    grid = spec.forget_grid if negation else spec.grid
+    grid = spec.forget_grid if negation else spec.search_grid(len(tasks))
     if spec.masks == "talos" and spec.param == "lam":
         # "extend this range by 1/(1-k)": sparse vectors have a lower norm, so larger lambdas are
         # added; the small ones stay, since a model can still peak there (the zoo's does, at 0.15)

@@ -41,7 +41,8 @@ __all__ = [
 
 #: Ilharco et al. / TaLoS A.1: alpha in {0.05, 0.1, ..., 1.0} (0 is the pretrained model).
 LAMBDA_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))
-#: STA's quantile p (the paper fixes 0.7; a researcher scans it).
+#: STA's quantile p on a fixed grid (the paper fixes 0.7). Fusion searches use :func:`search_grid`
+#: instead: for N tasks only N - 1 distinct masks exist (:mod:`taskarith_core.sta_levels`).
 P_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))
 #: STA forgetting has no lambda (Eq. 20): p alone sets how much of the task is removed, and the
 #: control rule's boundary lies at p 0.7-0.95, so p is searched there in steps of 0.05 as lambda is.
@@ -66,6 +67,15 @@ class MethodSpec:
     @property
     def forget_grid(self) -> tuple[float, ...]:
         return self.negation_grid or self.grid
+
+    def search_grid(self, n_tasks: int, param: str | None = None) -> tuple[float, ...]:
+        """The values a fusion search tries for ``n_tasks``: STA's p at its N - 1 distinct masks
+        (a fixed grid would repeat masks and let the grid decide), else the paper's grid."""
+        if self.registry == "sta" and (param or self.param) == "p":
+            from ..sta_levels import distinct_p
+
+            return distinct_p(n_tasks)
+        return self.grid
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -229,10 +239,10 @@ def accuracy_sweep(
     merged at each value of ``param`` (default: the method's tuned parameter and grid)."""
     spec = method_spec(method)
     param = param or spec.param
-    values = list(spec.grid if values is None else values)
+    tasks = resolve_tasks(source, tasks, minimum=2)
+    values = list(spec.search_grid(len(tasks), param) if values is None else values)
     if not values:
         raise InputError("the sweep has no values; give at least one value")
-    tasks = resolve_tasks(source, tasks, minimum=2)
     prep = prepared or prepare_method(
         source, method, tasks, samples=samples, seed=seed, device=device
     )

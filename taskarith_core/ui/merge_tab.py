@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..runconfig import RunConfig
+from ..sta_levels import distinct_p_text
 from .common import (
     DEFAULT_SOURCE,
     config_from_source,
@@ -112,7 +113,7 @@ def merge_config(
 def fraction_text(method: str, p: float, k: float, n_tasks: int) -> str:
     """What the slider values mean in kept entries, shown beside the sliders."""
     if method == "sta":
-        return sta_kept_text(p, n_tasks)
+        return f"{sta_kept_text(p, n_tasks)} {distinct_p_text(n_tasks)}".rstrip()
     if method == "ties":
         return f"TIES keeps the top **{k:.0%}** of each task vector by magnitude."
     if method == "talos_mask":
@@ -154,7 +155,7 @@ def _controls_column(task_names: list[str]) -> dict[str, Any]:
     c["importance"] = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance metric")
     c["p"] = gr.Slider(0, 1, value=0.8, step=0.01, label="Quantile p (STA)", elem_id="merge-p")
     c["k"] = gr.Slider(0, 1, value=0.2, step=0.01, label="k (TIES kept / TaLoS frozen)")
-    c["kept"] = gr.Markdown(sta_kept_text(0.8, len(task_names)), elem_id="merge-kept")
+    c["kept"] = gr.Markdown(fraction_text("sta", 0.8, 0.2, len(task_names)), elem_id="merge-kept")
     c["lam"] = gr.Slider(0, 2, value=0.3, step=0.05, label="lambda (task-vector coefficient)")
     c["samples"] = gr.Slider(1, 256, value=32, step=1, label="Ns (samples for lp / fisher)")
     with gr.Accordion("Advanced", open=False):
