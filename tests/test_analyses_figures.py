@@ -80,7 +80,10 @@ def test_rates_figure_has_one_panel_per_kind():
     fig = figures.rates_figure(frame)
     assert len(fig.data) == 2
     assert fig.data[0].z[1][0] == pytest.approx(0.3)  # task b, block 0, attention
-    assert list(fig.data[0].x) == ["block 0"]
+    assert list(fig.data[0].x) == ["0"]
+    assert fig.layout.yaxis2.matches == "y" or fig.layout.yaxis2.showticklabels is False
+    titles = [a.text for a in fig.layout.annotations if a.text.startswith("layer")]
+    assert len(titles) == 1  # one layer-axis title for all panels, not one per panel
 
 
 def test_sweep_and_negation_lines():

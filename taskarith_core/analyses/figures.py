@@ -242,27 +242,51 @@ def localisation_figure(
 
 
 def rates_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Selection (remaining) rate per task x layer, one panel per tensor kind."""
+    """Selection (remaining) rate per task x layer: one panel per tensor kind, side by side, each
+    as wide as its number of layers, sharing the task axis and one layer-axis title."""
     _require(frame, ["task", "kind", "rate"], "selection-rate")
     layer = "tensor" if "tensor" in frame.columns else "block"
     if layer == "block":
         frame = frame.sort_values("block", kind="stable").assign(
-            block=lambda f: f["block"].map(lambda b: "outside" if b < 0 else f"block {b}")
+            block=lambda f: f["block"].map(lambda b: "out" if b < 0 else str(b))
         )
     kinds = _order(frame["kind"])
-    fig = make_subplots(rows=len(kinds), cols=1, subplot_titles=[str(k) for k in kinds])
+    widths = [max(frame.loc[frame["kind"] == k, layer].nunique(), 1.5) for k in kinds]
+    fig = make_subplots(
+        rows=1,
+        cols=len(kinds),
+        column_widths=widths,
+        shared_yaxes=True,
+        horizontal_spacing=min(0.03, 0.3 / max(len(kinds), 1)),
+        subplot_titles=[str(k) for k in kinds],
+    )
+    labelled = sum(widths) <= 30  # cell values as text only while cells are wide enough
     for index, kind in enumerate(kinds):
-        part = frame[frame["kind"] == kind]
-        table = _matrix(part, "task", layer, "rate")
+        table = _matrix(frame[frame["kind"] == kind], "task", layer, "rate")
         trace = _pair_heatmap(table, SEQUENTIAL, (0.0, 1.0), "rate", "task", layer)
         trace.showscale = index == 0
-        fig.add_trace(trace, row=index + 1, col=1)
+        trace.colorbar = {"title": {"text": "rate", "side": "top"}, "thickness": 14}
+        if not labelled:
+            trace.texttemplate = None
+        fig.add_trace(trace, row=1, col=index + 1)
+    tasks = frame["task"].nunique()
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(
-        title=title or "Fraction of entries selected per layer", height=260 * len(kinds) + 120
+    fig.update_xaxes(type="category", tickangle=0 if layer == "block" else -60)
+    where = "block; out = embeddings, ln_post, proj" if layer == "block" else "tensor"
+    fig.add_annotation(
+        text=f"layer ({where})",
+        x=0.5,
+        y=0,
+        xref="paper",
+        yref="paper",
+        yshift=-45 if layer == "block" else -160,
+        showarrow=False,
     )
-    fig.update_xaxes(title_text=f"layer ({layer}; outside = embeddings, ln_post, proj)")
-    fig.update_yaxes(title_text="task")
+    fig.update_layout(
+        title=title or "Fraction of entries selected per layer",
+        height=max(300, 28 * tasks + (190 if layer == "block" else 300)),
+        margin={"l": 110, "r": 30, "t": 90, "b": 70 if layer == "block" else 190},
+    )
     return fig
 
 

@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..runconfig import RunConfig
 from .common import config_from_source, explorer, user_errors, write_figures
 from .merge_tab import IMPORTANCE_LABELS
+from .numbers import percent_text
 
 __all__ = [
     "KIND_CHOICES",
@@ -108,7 +109,7 @@ def mask_summary(masks: dict[str, dict[str, Any]]) -> str:
     for task, mask in masks.items():
         kept = sum(int(v.sum()) for v in mask.values())
         total = sum(v.numel() for v in mask.values())
-        parts.append(f"{task} {kept / max(total, 1):.1%}")
+        parts.append(f"{task} {percent_text(kept / max(total, 1))}")
     return "Kept per task: " + ", ".join(parts)
 
 
@@ -138,7 +139,7 @@ def mask_images(cfg: RunConfig, tensor: str) -> list[tuple[np.ndarray, str]]:
     out = []
     for task, mask in masks.items():
         values = mask[tensor].float()
-        out.append((_to_image(values), f"{task}: {float(values.mean()):.1%} kept"))
+        out.append((_to_image(values), f"{task} {percent_text(values.mean())}"))
     return out
 
 
@@ -197,13 +198,22 @@ def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
             summary = gr.Markdown(elem_id="masks-summary")
         with gr.Column(scale=2):
             heatmap = gr.Plot(label="Selection rate per layer", elem_id="masks-heatmap")
-            iou = gr.Plot(label="Mask IoU across tasks")
+            iou = gr.Plot(label="Mask IoU across tasks", elem_id="masks-iou")
             with gr.Row():
                 refresh = gr.Button("Redraw", size="sm")
                 html = gr.Button("Figures as HTML", size="sm")
-            files = gr.File(label="Figures (HTML)", file_count="multiple")
-            tensor = gr.Dropdown([], label="Drill down: tensor", allow_custom_value=True)
-            gallery = gr.Gallery(label="Mask of each task (white = kept)", columns=3, height="auto")
+            files = gr.File(label="Figures (HTML)", file_count="multiple", height=120)
+            tensor = gr.Dropdown(
+                [], label="Drill down: tensor", allow_custom_value=True, elem_id="masks-tensor"
+            )
+            gallery = gr.Gallery(
+                label="Mask of each task (white = kept; caption: share kept)",
+                columns=4,
+                height="auto",
+                object_fit="contain",
+                allow_preview=False,
+                elem_id="masks-gallery",
+            )
     controls = [tasks, mask_kind, importance, p, k, samples, seed]
 
     inputs = [source_state, kind, *controls]
