@@ -96,7 +96,7 @@ def plan(paths: dict[str, list[Path]], out: str, old: Path | None) -> dict[str, 
         "floor": ([*floor, pre, *fts, out], ROOT),
         "floor2n": ([*floor, pre, *fts, *imps, out], ROOT),
         "task_arithmetic": (_merge_argv("task_arithmetic", ["--lam", "0.3"], pre, fts, out), ROOT),
-        "ties": (_merge_argv("ties", ["--k", "0.2", "--lam", "1.0"], pre, fts, out), ROOT),
+        "ties": (_merge_argv("ties", ["--keep", "0.2", "--lam", "1.0"], pre, fts, out), ROOT),
         "sta": (_merge_argv("sta", ["--p", "0.7", "--importance", *imps], pre, fts, out), ROOT),
     }
     if old is not None:  # the same CLI run from another checkout: before/after in one session

@@ -71,8 +71,8 @@ def test_sta_sweep_defaults_to_the_distinct_p_values(tiny):
 
 
 def test_sweep_over_a_non_default_parameter(tiny):
-    frame = accuracy_sweep(tiny, "ties", [0.1, 1.0], param="k", tasks=["task0", "task1"])
-    assert set(frame["param"]) == {"k"} and set(frame["value"]) == {0.1, 1.0}
+    frame = accuracy_sweep(tiny, "ties", [0.1, 1.0], param="keep", tasks=["task0", "task1"])
+    assert set(frame["param"]) == {"keep"} and set(frame["value"]) == {0.1, 1.0}
 
 
 def test_scaling_counts_subsets(tiny):

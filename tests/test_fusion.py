@@ -63,9 +63,9 @@ def test_masked_arithmetic():
 def test_ties_by_hand():
     fts = [state(3, -1, 2, 0.5), state(-4, 2, 1, 0.1)]
     # k = 0.5 keeps 2 of 4 per task: [3, 0, 2, 0] and [-4, 2, 0, 0]; signs of the sum: - + + 0
-    out = merge("ties", PRE, fts, k=0.5, lam=1.0)
+    out = merge("ties", PRE, fts, keep=0.5, lam=1.0)
     assert out[K].tolist() == [-4, 2, 2, 0]
-    assert merge("ties", PRE, fts, k=0.5, lam=0.5)[K].tolist() == [-2, 1, 1, 0]
+    assert merge("ties", PRE, fts, keep=0.5, lam=0.5)[K].tolist() == [-2, 1, 1, 0]
 
 
 def test_ties_trims_over_the_whole_vector_not_per_tensor():
@@ -73,7 +73,7 @@ def test_ties_trims_over_the_whole_vector_not_per_tensor():
     ft = {K: torch.tensor([5.0, 4.0]), B: torch.tensor([1.0, 0.5])}
     # top half of the whole vector is the K tensor alone
     assert ties_thresholds(pre, [ft], 0.5) == [4.0]
-    out = merge("ties", pre, [ft, ft], k=0.5, lam=1.0)
+    out = merge("ties", pre, [ft, ft], keep=0.5, lam=1.0)
     assert out[K].tolist() == [5, 4] and out[B].tolist() == [0, 0]
 
 
@@ -82,16 +82,16 @@ def test_dare_rate_zero_is_task_arithmetic_and_is_seeded():
     fts = [{K: torch.randn(50, generator=gen)} for _ in range(3)]
     pre = {K: torch.zeros(50)}
     ta = merge("task_arithmetic", pre, fts, lam=0.3)
-    torch.testing.assert_close(merge("dare", pre, fts, rate=0.0, lam=0.3)[K], ta[K])
-    a = merge("dare", pre, fts, rate=0.7, lam=1.0, seed=5)
-    assert torch.equal(a[K], merge("dare", pre, fts, rate=0.7, lam=1.0, seed=5)[K])
-    assert not torch.equal(a[K], merge("dare", pre, fts, rate=0.7, lam=1.0, seed=6)[K])
+    torch.testing.assert_close(merge("dare", pre, fts, dare_rate=0.0, lam=0.3)[K], ta[K])
+    a = merge("dare", pre, fts, dare_rate=0.7, lam=1.0, dare_seed=5)
+    assert torch.equal(a[K], merge("dare", pre, fts, dare_rate=0.7, lam=1.0, dare_seed=5)[K])
+    assert not torch.equal(a[K], merge("dare", pre, fts, dare_rate=0.7, lam=1.0, dare_seed=6)[K])
 
 
 def test_dare_rescales_kept_entries():
     pre = {K: torch.zeros(20000)}
     fts = [{K: torch.ones(20000)}, {K: torch.zeros(20000)}]
-    out = merge("dare", pre, fts, rate=0.75, lam=1.0, seed=1)[K]
+    out = merge("dare", pre, fts, dare_rate=0.75, lam=1.0, dare_seed=1)[K]
     keep = dare_keep_mask(torch.Size([20000]), 0.75, 1, 0, K)
     assert torch.equal(out, keep.float() * 4.0)
     assert abs(keep.float().mean().item() - 0.25) < 0.02
@@ -101,9 +101,9 @@ def test_consensus_by_hand():
     fts = [state(1, 0.1, 2), state(1, 3, -2), state(0, 0, 0.5)]
     pre = state(0, 0, 0)
     # tau_MTL = [2, 3.1, .5]; TALL masks (lambda_t = 1): 101, 110, 001 -> votes 2 1 2
-    out = merge("consensus", pre, fts, lam=1.0, tall_lambda=1.0, k=2)
+    out = merge("consensus", pre, fts, lam=1.0, tall_lambda=1.0, agreement=2)
     torch.testing.assert_close(out[K], torch.tensor([2.0, 0.0, 0.5]))
-    out1 = merge("consensus", pre, fts, lam=0.5, tall_lambda=1.0, k=1)
+    out1 = merge("consensus", pre, fts, lam=0.5, tall_lambda=1.0, agreement=1)
     torch.testing.assert_close(out1[K], torch.tensor([1.0, 1.55, 0.25]))
 
 
@@ -112,12 +112,12 @@ def test_consensus_by_hand():
     [
         ("sta", {"p": 1.5}, "outside"),
         ("sta", {"p": -0.1}, "outside"),
-        ("dare", {"rate": 1.0}, "outside"),
-        ("ties", {"k": 0.0}, "outside \\(0, 1\\]"),
-        ("ties", {"k": 1.2}, "outside \\(0, 1\\]"),
+        ("dare", {"dare_rate": 1.0}, "outside"),
+        ("ties", {"keep": 0.0}, "outside \\(0, 1\\]"),
+        ("ties", {"keep": 1.2}, "outside \\(0, 1\\]"),
         ("task_arithmetic", {"lam": math.inf}, "finite"),
         ("task_arithmetic", {"lam": math.nan}, "finite"),
-        ("consensus", {"k": 5}, "whole number"),
+        ("consensus", {"agreement": 5}, "whole number"),
         ("nope", {}, "unknown merge method"),
         ("task_arithmetic", {"q": 1}, "no parameter"),
     ],

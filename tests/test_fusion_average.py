@@ -57,7 +57,7 @@ def test_task_arithmetic_with_dare_is_the_dare_method():
     pre = {K: torch.randn(5, 7, generator=g), B: torch.randn(7, generator=g)}
     fts = [{k: v + torch.randn(v.shape, generator=g) for k, v in pre.items()} for _ in range(3)]
     ours = task_arithmetic(pre, fts, lam=0.4, dare_rate=0.3, dare_seed=2)
-    reference = dare_merge(pre, fts, rate=0.3, lam=0.4, seed=2)
+    reference = dare_merge(pre, fts, dare_rate=0.3, lam=0.4, dare_seed=2)
     for key in pre:
         torch.testing.assert_close(ours[key], reference[key])
 
@@ -67,7 +67,7 @@ def test_ties_with_dare_trims_the_dared_task_vectors():
     fts = [state(*[float(i + 1) for i in range(32)]), state(*[-0.5] * 32)]
     dared = dare_view(pre, fts, 0.5, 1)
     # TIES on the DARE'd models is TIES + DARE, thresholds included
-    expected = ties_merge(pre, [{K: d[K]} for d in dared], k=0.2, lam=1.0)
-    out = ties_merge(pre, fts, k=0.2, lam=1.0, dare_rate=0.5, dare_seed=1)
+    expected = ties_merge(pre, [{K: d[K]} for d in dared], keep=0.2, lam=1.0)
+    out = ties_merge(pre, fts, keep=0.2, lam=1.0, dare_rate=0.5, dare_seed=1)
     torch.testing.assert_close(out[K], expected[K])
     assert ties_thresholds(pre, dared, 0.2) != ties_thresholds(pre, fts, 0.2)

@@ -47,14 +47,14 @@ def test_declared_linear_methods_are_linear_in_lambda(name):
 
 
 def test_cross_parameter_rule_sees_the_task_count():
-    assert check_params("consensus", {"k": 3}, 3)["k"] == 3
-    with pytest.raises(InputError, match=r"consensus k=4 .* \[1, 3\]"):
-        check_params("consensus", {"k": 4}, 3)
+    assert check_params("consensus", {"agreement": 3}, 3)["agreement"] == 3
+    with pytest.raises(InputError, match=r"consensus agreement=4 .* \[1, 3\]"):
+        check_params("consensus", {"agreement": 4}, 3)
 
 
 def test_values_are_converted_to_the_parameter_kind():
-    full = check_params("consensus", {"k": 2.0, "lam": 1}, 3)
-    assert full["k"] == 2 and isinstance(full["k"], int)
+    full = check_params("consensus", {"agreement": 2.0, "lam": 1}, 3)
+    assert full["agreement"] == 2 and isinstance(full["agreement"], int)
     assert full["lam"] == 1.0 and isinstance(full["lam"], float)
 
 
@@ -66,7 +66,7 @@ def test_per_task_parameter_takes_one_value_per_task():
     ]
     with pytest.raises(InputError, match="2 values for 3 tasks"):
         check_params("consensus", {"tall_lambda": [0.1, 0.2]}, 3)
-    with pytest.raises(InputError, match=r"tall_lambda=-1 is outside \[0, inf\]"):
+    with pytest.raises(InputError, match=r"tall_lambda=-1 is outside \[0, inf\)"):
         check_params("consensus", {"tall_lambda": [0.1, -1, 0.2]}, 3)
 
 

@@ -18,7 +18,7 @@ CASES = [
     ("average", {}),
     ("average", {"dare_rate": 0.3, "dare_seed": 4}),
     ("task_arithmetic", {"lam": 0.4, "dare_rate": 0.5, "dare_seed": 1}),
-    ("ties", {"k": 0.2, "lam": 1.0, "dare_rate": 0.5, "dare_seed": 2}),
+    ("ties", {"keep": 0.2, "lam": 1.0, "dare_rate": 0.5, "dare_seed": 2}),
     ("pcb", {"ratio": 0.1, "lam": 1.2}),
     ("breadcrumbs", {"keep": 0.3, "outliers": 0.1, "lam": 0.5}),
 ]

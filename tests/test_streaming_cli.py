@@ -57,13 +57,18 @@ def _imps(paths, n=3):
     [
         ("sta", ["--p", "0.7"], {"p": 0.7}),
         ("task_arithmetic", ["--lam", "0.3"], {"lam": 0.3}),
-        ("ties", ["--k", "0.2", "--lam", "1.0"], {"k": 0.2, "lam": 1.0}),
+        ("ties", ["--keep", "0.2", "--lam", "1.0"], {"keep": 0.2, "lam": 1.0}),
         (
             "dare",
-            ["--rate", "0.5", "--lam", "0.4", "--seed", "3"],
-            {"rate": 0.5, "lam": 0.4, "seed": 3},
+            ["--dare-rate", "0.5", "--lam", "0.4", "--dare-seed", "3"],
+            {"dare_rate": 0.5, "lam": 0.4, "dare_seed": 3},
         ),
-        ("consensus", ["--k", "2", "--lam", "0.4"], {"k": 2, "lam": 0.4}),
+        ("consensus", ["--agreement", "2", "--lam", "0.4"], {"agreement": 2, "lam": 0.4}),
+        (
+            "consensus",
+            ["--tall-lambda", "0.2", "0.5", "0.3"],
+            {"tall_lambda": [0.2, 0.5, 0.3]},
+        ),
     ],
 )
 def test_cli_merge_equals_in_memory_merge(files, method, flags, params):
@@ -266,9 +271,10 @@ def test_mismatches_and_non_finite(files, capsys):
 @pytest.mark.parametrize(
     "extra,match",
     [
-        (["--method", "sta", "--p", "1.5"], "outside [0.0, 1.0]"),
-        (["--method", "ties", "--k", "1.5"], "(0, 1]"),
-        (["--method", "dare", "--rate", "1"], "outside [0.0, 1.0)"),
+        (["--method", "sta", "--p", "1.5"], "p=1.5 is outside [0, 1]"),
+        (["--method", "ties", "--keep", "1.5"], "keep=1.5 is outside (0, 1]"),
+        (["--method", "sta", "--lam", "0.3"], "takes no --lam; its parameters: --p"),
+        (["--method", "dare", "--dare-rate", "1"], "dare_rate=1 is outside [0, 1)"),
         (["--method", "task_arithmetic", "--lam", "inf"], "not a finite number"),
         (["--method", "task_arithmetic", "--lam", "nan"], "not a finite number"),
         (["--method", "magic"], "unknown merge method 'magic'"),

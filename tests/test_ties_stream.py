@@ -51,7 +51,7 @@ def _assert_equal(got, expected):
 def test_two_reads_equal_in_memory_and_patch_positions(k):
     pre, fts = _states(0)
     got, engine = _stream(pre, fts, k, 0.7)
-    _assert_equal(got, ties_merge(pre, fts, k=k, lam=0.7))
+    _assert_equal(got, ties_merge(pre, fts, keep=k, lam=0.7))
     assert engine.reads == 2
     assert engine.patched > 0 or k == 1.0  # the undecided bucket was really patched
 
@@ -72,7 +72,7 @@ def test_in_memory_rule_matches_the_plain_torch_rule():
 def test_ties_at_the_threshold_and_the_fallback(budget):
     pre, fts = _states(1, grid=2e-3)  # ~20 distinct magnitudes: heavy ties in every bucket
     got, engine = _stream(pre, fts, 0.3, 1.0, budget_bytes=budget)
-    _assert_equal(got, ties_merge(pre, fts, k=0.3, lam=1.0))
+    _assert_equal(got, ties_merge(pre, fts, keep=0.3, lam=1.0))
     assert engine.reads == (3 if budget == 0 else 2)
 
 
@@ -80,7 +80,7 @@ def test_fallback_when_records_exceed_the_default_budget(monkeypatch):
     monkeypatch.setattr(ties_stream, "BUDGET_BYTES", 1000)
     pre, fts = _states(2)
     got, engine = _stream(pre, fts, 0.2, 1.0)
-    _assert_equal(got, ties_merge(pre, fts, k=0.2, lam=1.0))
+    _assert_equal(got, ties_merge(pre, fts, keep=0.2, lam=1.0))
     assert engine.reads == 3 and engine.patched == 0
 
 
@@ -89,14 +89,14 @@ def test_zero_vectors_and_mostly_zero_vectors():
     fts[0] = {key: value.clone() for key, value in pre.items()}  # an all-zero task vector
     for k in [0.05, 0.5, 1.0]:  # threshold > 0, and exactly 0 (zeros kept: no effect)
         got, engine = _stream(pre, fts, k, 1.0)
-        _assert_equal(got, ties_merge(pre, fts, k=k, lam=1.0))
+        _assert_equal(got, ties_merge(pre, fts, keep=k, lam=1.0))
         assert engine.reads == 2
 
 
 def test_k_so_small_that_nothing_is_kept():
     pre, fts = _states(4)
     got, _ = _stream(pre, fts, 1e-9, 1.0)
-    _assert_equal(got, ties_merge(pre, fts, k=1e-9, lam=1.0))
+    _assert_equal(got, ties_merge(pre, fts, keep=1e-9, lam=1.0))
     _assert_equal(got, pre)
 
 
@@ -104,7 +104,7 @@ def test_k_so_small_that_nothing_is_kept():
 def test_low_and_double_precision(dtype):
     pre, fts = _states(5, dtype=dtype, scale=1e-1)
     got, engine = _stream(pre, fts, 0.2, 0.9)
-    _assert_equal(got, ties_merge(pre, fts, k=0.2, lam=0.9))
+    _assert_equal(got, ties_merge(pre, fts, keep=0.2, lam=0.9))
     assert engine.reads == (3 if dtype == torch.float64 else 2)
 
 
@@ -124,8 +124,8 @@ def test_stream_merge_from_files_is_exact(tmp_path, monkeypatch, dtype, budget):
         monkeypatch.setattr(ties_stream, "BUDGET_BYTES", budget)
     pre, fts = _states(6, n_tasks=4, dtype=dtype, grid=None)
     pre_path, paths = _write(tmp_path, pre, fts)
-    out = stream_merge("ties", pre_path, paths, tmp_path / "out.safetensors", params={"k": 0.3})
-    _assert_equal(load_file(out), ties_merge(pre, fts, k=0.3, lam=1.0))
+    out = stream_merge("ties", pre_path, paths, tmp_path / "out.safetensors", params={"keep": 0.3})
+    _assert_equal(load_file(out), ties_merge(pre, fts, keep=0.3, lam=1.0))
 
 
 def test_non_finite_input_is_refused_by_name(tmp_path):

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from ..device import pick_device
+from ..fusion import MERGE_METHODS, NEGATION_METHODS
 from ..streaming import stream_masks, stream_merge, stream_negate
-from .common import add_device_flag, tqdm_progress, unit_interval, unit_interval_open
+from .common import add_device_flag, tqdm_progress, unit_interval
+from .method_flags import add_method_flags, method_help, method_params
 
 __all__ = ["register"]
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -43,18 +34,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_device_flag(parser)
 
 
-def _params(args: argparse.Namespace, names: list[str]) -> dict:
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-
-
 def _run_merge(args: argparse.Namespace) -> int:
-    params = _params(args, ["p", "lam", "rate", "seed"])
-    if args.k is not None:
-        params["k"] = int(args.k) if args.method == "consensus" and args.k.is_integer() else args.k
-    if args.tall_lambda is not None:
-        params["tall_lambda"] = args.tall_lambda
-    if args.method == "sta":
-        params.pop("lam", None)
+    params = method_params(args, MERGE_METHODS, args.method)
     stream_merge(
         args.method,
         args.pretrained,
@@ -72,7 +53,7 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 
 def _run_negate(args: argparse.Namespace) -> int:
-    params = _params(args, ["p"] if args.method == "sta" else ["lam"])
+    params = method_params(args, NEGATION_METHODS, args.method)
     stream_negate(
         args.method,
         args.pretrained,
@@ -112,15 +93,10 @@ def _add_merge(subparsers) -> None:
     parser = subparsers.add_parser(
         "merge",
         help="fuse N fine-tuned checkpoints into one",
-        description="theta = merge(theta_pre, theta_1..theta_N). Methods: sta (STA Eq. 13-19), "
-        "task_arithmetic, ties, dare, consensus, masked_arithmetic.",
+        description="theta = merge(theta_pre, theta_1..theta_N). Methods: "
+        + method_help(MERGE_METHODS).replace("%", "%%"),
     )
-    parser.add_argument(
-        "--method",
-        required=True,
-        metavar="NAME",
-        help="sta | task_arithmetic | ties | dare | consensus | masked_arithmetic",
-    )
+    parser.add_argument("--method", required=True, metavar="NAME", help=" | ".join(MERGE_METHODS))
     _common(parser)
     parser.add_argument(
         "--finetuned",
@@ -133,43 +109,17 @@ def _add_merge(subparsers) -> None:
         "--importance",
         nargs="+",
         metavar="I.safetensors",
-        help="sta: importance I_t of each task, in --finetuned order (Eq. 12, 21, 22)",
+        help="methods that read importances (sta): importance I_t of each task, in --finetuned "
+        "order",
     )
     parser.add_argument(
         "--masks",
         nargs="+",
         metavar="M.safetensors",
-        help="masked_arithmetic: one mask per task, or one file written by `masks`",
+        help="methods that read masks (masked_arithmetic): one mask per task, or one file "
+        "written by `masks`",
     )
-    parser.add_argument(
-        "--p",
-        type=unit_interval,
-        help="sta: quantile p in [0, 1] of the cross-task threshold (Eq. 15-16; paper 0.7)",
-    )
-    parser.add_argument(
-        "--lam",
-        type=_finite,
-        help="scaling coefficient lambda (task_arithmetic 0.4, ties 1.0, dare 0.4, "
-        "consensus 0.4, masked_arithmetic 1.0); sta has none",
-    )
-    parser.add_argument(
-        "--k",
-        type=_finite,
-        help="ties: fraction of each task vector kept by magnitude, in (0, 1] "
-        "(0.2 keeps 20%%); consensus: minimum number of agreeing TALL masks (2)",
-    )
-    parser.add_argument(
-        "--rate",
-        type=unit_interval_open,
-        help="dare: drop rate in [0, 1); kept entries are rescaled by 1/(1-rate)",
-    )
-    parser.add_argument("--seed", type=int, help="dare: seed of the random drop masks (0)")
-    parser.add_argument(
-        "--tall-lambda",
-        type=_finite,
-        dest="tall_lambda",
-        help="consensus: lambda_t of the TALL masks |tau_t| >= lambda_t |tau_MTL - tau_t| (0.4)",
-    )
+    add_method_flags(parser, MERGE_METHODS)
     parser.set_defaults(func=_run_merge)
 
 
@@ -177,24 +127,24 @@ def _add_negate(subparsers) -> None:
     parser = subparsers.add_parser(
         "negate",
         help="forget one task: theta = base - (masked) tau_t",
-        description="Task forgetting. sta: Eq. 20, mask from the task's own per-tensor p-quantile "
-        "of normalised importance, no coefficient; task_arithmetic: base - lambda * tau.",
+        description="Task forgetting. Methods: " + method_help(NEGATION_METHODS).replace("%", "%%"),
     )
-    parser.add_argument("--method", required=True, metavar="NAME", help="sta | task_arithmetic")
+    parser.add_argument(
+        "--method", required=True, metavar="NAME", help=" | ".join(NEGATION_METHODS)
+    )
     _common(parser)
     parser.add_argument(
         "--finetuned", required=True, metavar="FT.safetensors", help="theta_t of the task to forget"
     )
-    parser.add_argument("--importance", metavar="I.safetensors", help="sta: importance I_t")
+    parser.add_argument(
+        "--importance", metavar="I.safetensors", help="sta: importance I_t of the task"
+    )
     parser.add_argument(
         "--base",
         metavar="BASE.safetensors",
         help="theta_k, the model to forget from (default: --pretrained)",
     )
-    parser.add_argument(
-        "--p", type=unit_interval, help="sta: per-tensor quantile p in [0, 1] (0.9)"
-    )
-    parser.add_argument("--lam", type=_finite, help="task_arithmetic: coefficient lambda (1.0)")
+    add_method_flags(parser, NEGATION_METHODS)
     parser.set_defaults(func=_run_negate)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, quote
 from ..taskvec import StateDict, check_same_layout
 from . import arithmetic, average, breadcrumbs, consensus, dare, pcb, sta, ties
 from .params import Param
@@ -62,7 +62,7 @@ def check_params(
 
 def _spec(table: Mapping[str, MethodSpec], kind: str, name: str) -> MethodSpec:
     if name not in table:
-        raise InputError(f"unknown {kind} method {name!r}; choose one of {', '.join(table)}")
+        raise InputError(f"unknown {kind} method {quote(name)}; choose one of {', '.join(table)}")
     return table[name]
 
 

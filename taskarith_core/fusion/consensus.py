@@ -1,7 +1,8 @@
 """Consensus merging with TALL masks (Wang et al. 2024).
 
 tau_MTL = sum_t tau_t; TALL mask m_t = |tau_t| >= lambda_t |tau_MTL - tau_t|; the consensus mask
-keeps the entries at least k tasks claim; merged = theta_pre + lambda * consensus * tau_MTL.
+keeps the entries at least ``agreement`` tasks claim (the paper's k);
+merged = theta_pre + lambda * consensus * tau_MTL.
 """
 
 from __future__ import annotations
@@ -35,24 +36,25 @@ def consensus_merge(
     *,
     lam: float = 0.4,
     tall_lambda: float | Sequence[float] = 0.4,
-    k: int = 2,
+    agreement: int = 2,
 ) -> StateDict:
-    """Task arithmetic restricted to the entries that at least ``k`` TALL masks select."""
+    """Task arithmetic restricted to the entries that at least ``agreement`` TALL masks select."""
 
     def rule(_key: str, _pre: torch.Tensor, taus: list[torch.Tensor]) -> torch.Tensor:
         masks = tall_masks_for_tensor(taus, tall_lambda)
         votes = torch.stack(masks).sum(0)
         total = torch.stack(taus).sum(0)
-        return lam * total * (votes >= k)
+        return lam * total * (votes >= agreement)
 
     return apply_per_tensor(pretrained, pretrained, finetuned, rule)
 
 
 def _at_most_n_tasks(params: Mapping[str, Any], n_tasks: int) -> None:
     """An entry cannot be claimed by more tasks than there are."""
-    if params["k"] > n_tasks:
+    if params["agreement"] > n_tasks:
         raise InputError(
-            f"consensus k={params['k']} must be a whole number of tasks in [1, {n_tasks}]"
+            f"consensus agreement={params['agreement']} must be a whole number of tasks in "
+            f"[1, {n_tasks}]"
         )
 
 
@@ -69,7 +71,14 @@ SPEC = MethodSpec(
             low=0.0,
             per_task=True,
         ),
-        Param("k", "int", 2, "entries kept where at least this many TALL masks agree", low=1),
+        Param(
+            "agreement",
+            "int",
+            2,
+            "entries kept where at least this many TALL masks agree",
+            symbol="k",
+            low=1,
+        ),
     ),
     "Consensus / TALL masks",
     "Wang et al., Localizing task information for improved model merging and compression "

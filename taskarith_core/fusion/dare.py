@@ -112,16 +112,16 @@ def dare_merge(
     pretrained: Mapping[str, torch.Tensor],
     finetuned: Sequence[Mapping[str, torch.Tensor]],
     *,
-    rate: float = 0.5,
+    dare_rate: float = 0.5,
     lam: float = 0.4,
-    seed: int = 0,
+    dare_seed: int = 0,
 ) -> StateDict:
-    """theta = theta_pre + lambda * sum_t keep_t * tau_t / (1 - rate)."""
+    """theta = theta_pre + lambda * sum_t keep_t * tau_t / (1 - dare_rate)."""
 
     def rule(key: str, _pre: torch.Tensor, taus: list[torch.Tensor]) -> torch.Tensor:
         total = torch.zeros_like(taus[0])
         for index, tau in enumerate(taus):
-            total += dare_tau(tau, rate, seed, index, key)
+            total += dare_tau(tau, dare_rate, dare_seed, index, key)
         return lam * total
 
     return apply_per_tensor(pretrained, pretrained, finetuned, rule)
@@ -131,7 +131,7 @@ SPEC = MethodSpec(
     dare_merge,
     (
         Param(
-            "rate",
+            "dare_rate",
             "float",
             0.5,
             "probability that each task-vector entry is dropped (the rest are rescaled)",
@@ -141,7 +141,7 @@ SPEC = MethodSpec(
             high_open=True,
         ),
         scaling(0.4),
-        Param("seed", "int", 0, "seed of the random drop masks", low=0),
+        Param("dare_seed", "int", 0, "seed of the random drop masks", low=0),
     ),
     "DARE drop + rescale, then TA",
     "Yu et al., Language models are Super Mario (ICML 2024): drop and rescale, then add",

@@ -61,8 +61,8 @@ class Param:
             return "true or false"
         if self.low is None and self.high is None:
             return "any finite number" if self.kind == "float" else "any whole number"
-        left = "(" if self.low_open else "["
-        right = ")" if self.high_open else "]"
+        left = "(" if self.low_open or self.low is None else "["
+        right = ")" if self.high_open or self.high is None else "]"
         low = "-inf" if self.low is None else _num(self.low)
         high = "inf" if self.high is None else _num(self.high)
         whole = "a whole number in " if self.kind == "int" else ""
@@ -105,9 +105,7 @@ class Param:
 
 def scaling(default: float) -> Param:
     """The scaling coefficient lambda of a method's summed (or selected) task vectors."""
-    return Param(
-        "lam", "float", default, "scaling coefficient of the merged task vector", symbol="λ"
-    )
+    return Param("lam", "float", default, "scaling coefficient of the task vectors", symbol="λ")
 
 
 def _as_number(value: Any, whole: bool) -> float | int | None:

@@ -58,7 +58,7 @@ def _quantile(default: float, what: str) -> Param:
 
 SPEC = MethodSpec(
     sta_merge,
-    (_quantile(0.7, "importance quantile: each task keeps the entries above it among N tasks"),),
+    (_quantile(0.7, "cross-task importance quantile (Eq. 15-16): lower keeps more"),),
     "STA crossmasking, no coefficient (Eq. 13-19)",
     "Selective Task Arithmetic (arXiv 2411.16139), Eq. 13-19",
     "STA",
@@ -68,7 +68,7 @@ SPEC = MethodSpec(
 )
 NEGATION_SPEC = MethodSpec(
     sta_negate,
-    (_quantile(0.9, "importance quantile of the task: entries above it are removed"),),
+    (_quantile(0.9, "per-tensor importance quantile (Eq. 20): entries above it are removed"),),
     "STA forgetting, per-tensor quantile (Eq. 20)",
     "Selective Task Arithmetic (arXiv 2411.16139), Eq. 20",
     "STA",

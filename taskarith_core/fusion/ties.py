@@ -170,7 +170,7 @@ def ties_merge(
     pretrained: Mapping[str, torch.Tensor],
     finetuned: Sequence[Mapping[str, torch.Tensor]],
     *,
-    k: float = 0.2,
+    keep: float = 0.2,
     lam: float = 1.0,
     thresholds: Sequence[float] | None = None,
     dare_rate: float = 0.0,
@@ -183,7 +183,7 @@ def ties_merge(
     """
     finetuned = dare_view(pretrained, finetuned, dare_rate, dare_seed)
     limits = (
-        list(thresholds) if thresholds is not None else ties_thresholds(pretrained, finetuned, k)
+        list(thresholds) if thresholds is not None else ties_thresholds(pretrained, finetuned, keep)
     )
 
     def rule(_key: str, _pre: torch.Tensor, taus: list[torch.Tensor]) -> torch.Tensor:
@@ -200,20 +200,20 @@ def _engine(pre, fts, params, _sides):
     from .ties_stream import TiesStream
 
     dared = dare_view(pre, fts, params.get("dare_rate", 0.0), params.get("dare_seed", 0))
-    return TiesStream(pre, dared, k=params["k"], lam=params["lam"])
+    return TiesStream(pre, dared, k=params["keep"], lam=params["lam"])
 
 
 def _thresholds(pre, fts, params):
     """The global top-k thresholds of the (possibly DARE'd) task vectors."""
     dared = dare_view(pre, fts, params.get("dare_rate", 0.0), params.get("dare_seed", 0))
-    return ties_thresholds(pre, dared, params["k"])
+    return ties_thresholds(pre, dared, params["keep"])
 
 
 SPEC = MethodSpec(
     ties_merge,
     (
         Param(
-            "k",
+            "keep",
             "float",
             0.2,
             "fraction of each task vector's entries kept (largest magnitudes)",

@@ -147,9 +147,13 @@ class Explorer:
             )
         params = {
             "task_arithmetic": {"lam": cfg.lam},
-            "ties": {"k": cfg.k, "lam": cfg.lam},
-            "dare": {"rate": cfg.drop_rate, "lam": cfg.lam, "seed": cfg.seed},
-            "consensus": {"lam": cfg.lam, "tall_lambda": cfg.tall_lambda, "k": cfg.agreement},
+            "ties": {"keep": cfg.k, "lam": cfg.lam},
+            "dare": {"dare_rate": cfg.drop_rate, "lam": cfg.lam, "dare_seed": cfg.seed},
+            "consensus": {
+                "lam": cfg.lam,
+                "tall_lambda": cfg.tall_lambda,
+                "agreement": cfg.agreement,
+            },
         }[method]
         return merge(method, pre, fts, **params)
 
