@@ -151,6 +151,9 @@ def test_registries_list_the_paper_methods():
         "average",
         "pcb",
         "breadcrumbs",
+        "tsv_m",
+        "iso_c",
+        "iso_cts",
     }
     assert set(NEGATION_METHODS) == {"sta", "task_arithmetic"}
 

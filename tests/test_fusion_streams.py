@@ -21,6 +21,9 @@ CASES = [
     ("ties", {"keep": 0.2, "lam": 1.0, "dare_rate": 0.5, "dare_seed": 2}),
     ("pcb", {"ratio": 0.1, "lam": 1.2}),
     ("breadcrumbs", {"keep": 0.3, "outliers": 0.1, "lam": 0.5}),
+    ("tsv_m", {"lam": 0.8}),
+    ("iso_c", {"lam": 1.3}),
+    ("iso_cts", {"lam": 1.0, "common": 0.5}),
 ]
 
 

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import InputError, quote
 from ..taskvec import StateDict, check_same_layout
-from . import arithmetic, average, breadcrumbs, consensus, dare, pcb, sta, ties
+from . import arithmetic, average, breadcrumbs, consensus, dare, iso, pcb, sta, ties, tsv
 from .params import Param
 from .spec import MethodSpec
 
@@ -43,6 +43,9 @@ MERGE_METHODS: dict[str, MethodSpec] = {
     "average": average.SPEC,
     "pcb": pcb.SPEC,
     "breadcrumbs": breadcrumbs.SPEC,
+    "tsv_m": tsv.SPEC,
+    "iso_c": iso.SPEC,
+    "iso_cts": iso.CTS_SPEC,
 }
 
 NEGATION_METHODS: dict[str, MethodSpec] = {
