@@ -6,18 +6,18 @@ drawn. Here every mean comes with a 95% interval, and two runs evaluated on the 
 compared image by image (paired), which is much tighter than comparing two separate intervals.
 
 The bootstrap resamples each task's test images with replacement (tasks independently, so each task
-keeps its size) and recomputes the mean over tasks. Drawing n images with replacement from n images
-of which k are correct yields a Binomial(n, k/n) number of correct ones, and for a pair of runs the
-counts of (only A correct, only B correct, other) images are Multinomial; we sample those counts
-directly, which is the same bootstrap without materialising index arrays. Seeded: the same inputs
-give the same interval on every machine.
+keeps its size) and recomputes the mean over tasks. A per-image score takes few distinct values
+(correct or not; for a pair of runs -1, 0 or 1; averaged over 3 seeds, multiples of 1/3), and
+drawing n images with replacement draws Multinomial(n, frequencies) counts of those values: we
+sample the counts directly, the same bootstrap without index arrays of n x resamples. Seeded: the
+same inputs give the same interval on every machine.
 
 No torch import: the page imports this before the engine loads (tensors are read via numpy).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "VERDICTS",
     "bootstrap_mean",
     "correct_fraction",
+    "mean_over_seeds",
     "paired_difference",
     "verdict",
 ]
@@ -44,7 +45,8 @@ RESAMPLES = 4000
 #: what a paired comparison says about "A is better than B"
 VERDICTS = ("holds", "does not hold", "cannot tell")
 
-Correct = Mapping[str, Any]  # task -> per-image correctness (bool array or tensor [N])
+Correct = Mapping[str, Any]  # task -> per-image correctness (bool or [0, 1] array or tensor [N])
+_LEVELS = 16  # up to this many distinct per-image values, resample their counts
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,24 @@ class Comparison:
     images: int
 
 
-def _as_bool(values: Any, task: str) -> np.ndarray:
+def _as_values(values: Any, task: str) -> np.ndarray:
     array = np.asarray(values.cpu() if hasattr(values, "cpu") else values)
     if array.ndim != 1 or array.size == 0:
         raise InputError(f"task {task!r}: per-image correctness must be a non-empty 1-D array")
-    return array.astype(bool)
+    return array.astype(np.float64)
+
+
+def _resampled_means(values: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """Means of ``resamples`` bootstrap resamples of one task's per-image values."""
+    n = values.size
+    levels, counts = np.unique(values, return_counts=True)
+    if levels.size <= _LEVELS:
+        return rng.multinomial(n, counts / n, size=resamples) @ levels / n
+    out = np.empty(resamples)
+    for start in range(0, resamples, 256):  # many distinct values: resample indices in blocks
+        picks = rng.integers(0, n, size=(min(256, resamples - start), n))
+        out[start : start + len(picks)] = values[picks].mean(axis=1)
+    return out
 
 
 def _weights(tasks: list[str], weights: Mapping[str, float] | None) -> np.ndarray:
@@ -99,7 +114,7 @@ def correct_fraction(correct: Correct, weights: Mapping[str, float] | None = Non
     if not tasks:
         raise InputError("no tasks to average; evaluate at least one task")
     w = _weights(tasks, weights)
-    return float(sum(wi * _as_bool(correct[t], t).mean() for wi, t in zip(w, tasks)))
+    return float(sum(wi * _as_values(correct[t], t).mean() for wi, t in zip(w, tasks)))
 
 
 def _interval(mean: float, samples: np.ndarray, level: float) -> Interval:
@@ -126,9 +141,7 @@ def bootstrap_mean(
     rng = np.random.default_rng(seed)
     samples = np.zeros(resamples)
     for wi, task in zip(w, tasks):
-        hits = _as_bool(correct[task], task)
-        n = hits.size
-        samples += wi * rng.binomial(n, hits.mean(), size=resamples) / n
+        samples += wi * _resampled_means(_as_values(correct[task], task), rng, resamples)
     return _interval(mean, samples, level)
 
 
@@ -157,22 +170,23 @@ def paired_difference(
             f"the two runs cover different tasks ({tasks} vs {list(b)}); compare runs "
             "on the same tasks"
         )
-    w = _weights(tasks, weights)
-    rng = np.random.default_rng(seed)
-    samples = np.zeros(resamples)
-    mean = images = 0
-    for wi, task in zip(w, tasks):
-        x, y = _as_bool(a[task], task), _as_bool(b[task], task)
+    differences, images = {}, 0
+    for task in tasks:
+        x, y = _as_values(a[task], task), _as_values(b[task], task)
         if x.size != y.size:
             raise InputError(
                 f"task {task!r}: the runs were evaluated on {x.size} and {y.size} images; compare "
                 "runs evaluated on the same images"
             )
-        n = x.size
-        only = np.array([(x & ~y).sum(), (~x & y).sum()], dtype=float) / n
-        counts = rng.multinomial(n, [only[0], only[1], max(1 - only.sum(), 0.0)], size=resamples)
-        samples += wi * (counts[:, 0] - counts[:, 1]) / n
-        mean += wi * (only[0] - only[1])
-        images += n
-    difference = _interval(float(mean), samples, level)
+        differences[task] = x - y
+        images += x.size
+    difference = bootstrap_mean(differences, weights, resamples, seed, level)
     return Comparison(difference, verdict(difference), images)
+
+
+def mean_over_seeds(runs: Sequence[Correct]) -> dict[str, np.ndarray]:
+    """Per image, the fraction of runs (e.g. 3 importance seeds) that get it right: a run's
+    mean over seeds that can still be compared image by image."""
+    if not runs:
+        raise InputError("no runs to average; give at least one")
+    return {t: np.mean([_as_values(r[t], t) for r in runs], axis=0) for t in runs[0]}

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from taskarith_core.errors import InputError
-from taskarith_core.stats import Interval, bootstrap_mean, correct_fraction, paired_difference
+from taskarith_core.stats import (
+    Interval,
+    bootstrap_mean,
+    correct_fraction,
+    mean_over_seeds,
+    paired_difference,
+)
 
 Z95 = 1.959964
 
@@ -121,3 +127,23 @@ def test_mismatched_runs_are_refused():
 
 def test_interval_text():
     assert Interval(0.6248, 0.612, 0.6371).text() == "62.48 [61.20, 63.71]"
+
+
+def test_many_distinct_values_resample_indices_like_counts():
+    # 40 distinct per-image scores: the index path, against the normal interval of their mean
+    values = np.repeat(np.linspace(0, 1, 40), 25)
+    got = bootstrap_mean({"t": values}, resamples=20000)
+    sd = values.std() / math.sqrt(values.size)
+    assert got.low == pytest.approx(0.5 - Z95 * sd, abs=0.003)
+    assert got.high == pytest.approx(0.5 + Z95 * sd, abs=0.003)
+
+
+def test_mean_over_seeds_keeps_the_pairing():
+    a = [{"t": _hits(600, 400, s)} for s in range(3)]
+    b = [{"t": run["t"].copy()} for run in a]
+    for run in b:
+        run["t"][np.flatnonzero(run["t"])[:60]] = False  # every seed loses 60 of its images
+    mean_a, mean_b = mean_over_seeds(a), mean_over_seeds(b)
+    assert mean_a["t"].mean() == pytest.approx(400 / 600)
+    got = paired_difference(mean_a, mean_b)
+    assert got.difference.mean == pytest.approx(0.1) and got.verdict == "holds"

@@ -3,8 +3,9 @@
 Hyperparameters are chosen on the validation split and the chosen setting is reported on the test
 split, whichever way the test numbers fall (Ilharco et al.; seed 002 A; TaLoS A.1):
 
-- addition: the value of the method's parameter (lambda on {0.05, ..., 1.0}, STA's p at
-  the N - 1 values that give distinct masks for N tasks, sparsity k) with the highest mean normalised validation accuracy;
+- addition: the value of the method's parameter (lambda on {0.05, ..., 1.0}, STA's p at the
+  N - 1 values that give distinct masks for N tasks, sparsity k) with the highest mean normalised
+  validation accuracy;
 - negation: per target task, the value with the lowest validation target accuracy whose control
   accuracy stays >= 95% of zero-shot. TaLoS-masked vectors get the lambda range extended by
   1 / (1 - k), k their measured sparsity (TaLoS A.1): the paper's grid plus the grid scaled by it.
@@ -65,19 +66,28 @@ def method_grid(
 
 
 def reference_rows(
-    source: Any, tasks: Sequence[str], split: str, device: Any, max_samples: int | None
+    source: Any,
+    tasks: Sequence[str],
+    split: str,
+    device: Any,
+    max_samples: int | None,
+    keep_correct: bool = False,
 ) -> pd.DataFrame:
-    """Zero-shot and fine-tuned (each model on its own task) rows in the protocol's columns."""
-    from ..models.evaluation import reference_accuracies
+    """Zero-shot and fine-tuned (each model on its own task) rows in the protocol's columns
+    (``keep_correct``: with their per-image correctness, column ``correct``)."""
+    from ..models.evaluation import reference_accuracies, reference_correct
 
     refs = reference_accuracies(source, split=split, device=device, max_samples=max_samples)
     refs = refs[refs["task"].isin(tasks)]
+    hits = reference_correct(source, split, device, max_samples) if keep_correct else None
     frames = []
     for name in ("zeroshot", "finetuned"):
         part = pd.DataFrame(
             {"method": name, "task": refs["task"], "accuracy": refs[name]}
         ).reset_index(drop=True)
         part["normalised"] = part["accuracy"] / refs["finetuned"].to_numpy()
+        if hits is not None:
+            part["correct"] = [hits[name][t] for t in part["task"]]
         frames.append(part)
     out = pd.concat(frames, ignore_index=True)
     means = out.groupby("method", as_index=False, sort=False)[["accuracy", "normalised"]].mean()
@@ -127,6 +137,7 @@ def _tune_and_report(
     report_split: str,
     device: Any,
     max_samples: int | None,
+    keep_correct: bool = False,
 ) -> pd.DataFrame:
     """Sweep on the selection split, then evaluate the chosen value on the report split."""
     val = accuracy_sweep(
@@ -148,6 +159,7 @@ def _tune_and_report(
         split=report_split,
         device=device,
         max_samples=max_samples,
+        keep_correct=keep_correct,
     )
     mean = test[["accuracy", "normalised"]].mean().to_frame().T.assign(task="mean")
     test = pd.concat([test, mean], ignore_index=True)
@@ -169,10 +181,13 @@ def addition_protocol(
     include_references: bool = True,
     stream: bool = False,
     progress: Progress = no_progress,
+    keep_correct: bool = False,
 ) -> pd.DataFrame:
     """Task addition table: per method, the parameter chosen on ``select_split`` and the test
     accuracy / normalised accuracy per task and their mean (``task="mean"``).
 
+    ``keep_correct``: per-task rows also hold their per-image correctness (column ``correct``),
+    for intervals and paired comparisons (:mod:`taskarith_core.stats`).
     ``stream``: build each merged model from the checkpoint files one tensor at a time
     (:mod:`taskarith_core.real.streamed`, same numbers), never holding every fine-tuned model."""
     tasks = resolve_tasks(source, tasks, minimum=2)
@@ -185,17 +200,29 @@ def addition_protocol(
         with loaded.prepare(name, grid, samples, seed, device) as prep:
             frames.append(
                 _tune_and_report(
-                    source, prep, grid, tasks, select_split, report_split, device, max_samples
-                )
+                    source,
+                    prep,
+                    grid,
+                    tasks,
+                    select_split,
+                    report_split,
+                    device,
+                    max_samples,
+                    keep_correct,
+                )  # fmt: skip
             )
         progress(index + 1, len(methods), name)
     out = pd.concat(frames, ignore_index=True)
     if include_references:
         out = pd.concat(
-            [reference_rows(source, tasks, report_split, device, max_samples), out],
+            [
+                reference_rows(source, tasks, report_split, device, max_samples, keep_correct),
+                out,
+            ],
             ignore_index=True,
         )
     columns = ["method", "param", "value", "task", "accuracy", "normalised", "selected_score"]
+    columns += ["correct"] if keep_correct else []
     return out.reindex(columns=columns).assign(
         selected_on=select_split, split=report_split, source=source.name
     )

@@ -198,8 +198,10 @@ def evaluate_merged(
     split: str = "test",
     device: Any = "cpu",
     max_samples: int | None = None,
+    keep_correct: bool = False,
 ) -> pd.DataFrame:
-    """Accuracy and normalised accuracy (acc / fine-tuned acc) of one edited model per task."""
+    """Accuracy and normalised accuracy (acc / fine-tuned acc) of one edited model per task
+    (``keep_correct``: and its per-image correctness, column ``correct``)."""
     from ..models.evaluation import add_normalised, evaluate_states, reference_accuracies
 
     frame = evaluate_states(
@@ -209,9 +211,11 @@ def evaluate_merged(
         split=split,
         device=device,
         max_samples=max_samples,
+        keep_correct=keep_correct,
     )
     refs = reference_accuracies(source, split=split, device=device, max_samples=max_samples)
-    return add_normalised(frame, refs)[["task", "accuracy", "normalised"]]
+    columns = ["task", "accuracy", "normalised"] + (["correct"] if keep_correct else [])
+    return add_normalised(frame, refs)[columns]
 
 
 def _with_mean(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
