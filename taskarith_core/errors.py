@@ -6,13 +6,15 @@ into ``gr.Error``. Messages name the file / key / value that is wrong and say wh
 Quoting rule: a message may repeat what the user typed (a path, a name, a number), always through
 :func:`quote`, which cuts it to :data:`QUOTE_LIMIT` characters. It never repeats anything read from
 a file that failed to parse or validate (keys, values, headers, text): such a file is described by
-its path and what is wrong with it, so pointing the tool at a private file cannot print it. As a
-last guard every message is cut to :data:`MESSAGE_LIMIT` characters.
+its path and what is wrong with it, so pointing the tool at a private file cannot print it. The
+text of a parser's or loader's exception may quote the file, so it is never passed on either:
+:func:`describe` names the kind of failure and where (a line, a column, a byte) and nothing else.
+As a last guard every message is cut to :data:`MESSAGE_LIMIT` characters.
 """
 
 from __future__ import annotations
 
-__all__ = ["MESSAGE_LIMIT", "QUOTE_LIMIT", "InputError", "quote"]
+__all__ = ["MESSAGE_LIMIT", "QUOTE_LIMIT", "InputError", "describe", "quote"]
 
 #: characters of one quoted user value
 QUOTE_LIMIT = 80
@@ -26,6 +28,27 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     if len(text) > limit:
         text = text[: max(0, limit - 3)] + "..."
     return repr(text)
+
+
+def describe(exc: BaseException) -> str:
+    """The kind of a parse / load failure and its position, never its text.
+
+    Exception texts of YAML, JSON, pickle and safetensors readers quote the bytes they choked on
+    (and torch's suggest ``weights_only=False``, which would run the file's code); this keeps
+    only the exception's class name and the numbers that locate the problem."""
+    where = []
+    mark = getattr(exc, "problem_mark", None)  # yaml
+    line = getattr(mark, "line", None) if mark is not None else getattr(exc, "lineno", None)
+    column = getattr(mark, "column", None) if mark is not None else getattr(exc, "colno", None)
+    if isinstance(line, int):
+        where.append(f"line {line + 1 if mark is not None else line}")
+    if isinstance(column, int):
+        where.append(f"column {column + 1 if mark is not None else column}")
+    start = getattr(exc, "start", None)  # UnicodeDecodeError
+    if isinstance(exc, UnicodeError) and isinstance(start, int):
+        where.append(f"byte {start}")
+    name = type(exc).__name__
+    return f"{name} at {', '.join(where)}" if where else name
 
 
 class InputError(ValueError):

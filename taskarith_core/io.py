@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .errors import InputError
+from .errors import InputError, describe
 
 __all__ = [
     "PICKLE_SUFFIXES",
@@ -31,6 +31,7 @@ __all__ = [
     "check_writable",
     "file_sha256",
     "load_state_dict",
+    "make_folder",
     "open_safetensors",
     "refuse_torchscript",
     "save_state_dict",
@@ -70,7 +71,11 @@ def _load_pickle(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe pickles
-        raise InputError(f"{path}: could not be loaded as a plain state dict ({exc})") from exc
+        # torch's text suggests weights_only=False, which would run the file's code: not passed on
+        raise InputError(
+            f"{path}: could not be loaded as a plain state dict ({describe(exc)}); it holds more "
+            "than tensors: re-save its state_dict() to .safetensors where you trust it"
+        ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -86,7 +91,8 @@ def open_safetensors(path: str | Path):
         return safe_open(str(path), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(
-            f"{path}: is not a valid .safetensors file ({exc}); re-export or re-download it"
+            f"{path}: is not a valid .safetensors file ({describe(exc)}); re-export or "
+            "re-download it"
         ) from exc
 
 
@@ -112,7 +118,9 @@ def load_state_dict(
                     if prefix is None or name.startswith(prefix):
                         state[name] = handle.get_tensor(name)
             except (SafetensorError, OSError, ValueError) as exc:
-                raise InputError(f"{path}: is truncated or corrupt ({exc}); re-export it") from exc
+                raise InputError(
+                    f"{path}: is truncated or corrupt ({describe(exc)}); re-export it"
+                ) from exc
     if prefix is not None and not state:
         raise InputError(f"{path}: holds no tensor whose name starts with {prefix!r}")
     return state
@@ -128,23 +136,47 @@ def check_finite(name: str, tensor: torch.Tensor, source: str | Path) -> None:
         )
 
 
+def _existing_ancestor(folder: Path) -> Path:
+    """The nearest folder on the way up that exists (missing folders are created on writing)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def check_writable(path: str | Path) -> Path:
-    """Fail early, before any work, when the output folder cannot be written."""
+    """Fail early, before any work, when the output cannot be written.
+
+    Missing parent folders are fine (they are created when the output is written), as long as
+    the nearest existing one is a writable folder."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"{path}: output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"{path}: output folder {folder} is not writable; choose another --out")
+    existing = _existing_ancestor(folder)
+    if not existing.is_dir():
+        raise InputError(f"{path}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: output folder {existing} is not writable; choose another --out")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name for the output")
     return path
+
+
+def make_folder(folder: str | Path) -> Path:
+    """Create an output folder and its parents, or say in one line why that is impossible."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"{folder}: the output folder cannot be created ({describe(exc)}); choose another"
+        ) from exc
+    return folder
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
     path = check_writable(path)
+    make_folder(path.parent if str(path.parent) else Path("."))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

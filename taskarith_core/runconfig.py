@@ -15,7 +15,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, describe
+from .limits import (
+    COEFFICIENT,
+    CONFIG_VERSION,
+    EVAL_IMAGES,
+    LIST_VALUES,
+    SAMPLES,
+    SEED,
+    check_float,
+    check_int,
+)
+from .textfile import read_text_file
 
 __all__ = [
     "ACTIONS",
@@ -35,6 +46,9 @@ MERGE_CHOICES = ("sta", "task_arithmetic", "ties", "dare", "consensus", "talos_m
 NEGATE_CHOICES = ("task_arithmetic", "sta")
 IMPORTANCE_CHOICES = ("lp", "amp", "lp_amp", "fisher", "magnitude", "random")
 SPLIT_CHOICES = ("train", "val", "test")
+PARADIGMS = ("full", "attention", "talos")
+#: characters of a text setting (a path, a task name, a device)
+_TEXT_LIMIT = 4096
 
 #: which settings change the result of each (action, method); the rest are ignored by caches
 METHOD_PARAMS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -77,14 +91,17 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> RunConfig:
-        """Parse and validate; unknown keys and wrong types are user errors, not crashes."""
+        """Parse and validate; unknown keys and wrong types are user errors, not crashes.
+
+        Nothing read from the config is repeated in a message (it may be any file the user
+        pointed at): a setting is named by our name for it, an unknown one by its position."""
         if not isinstance(data, dict):
             raise InputError("a run config must be a JSON object; download one from the page")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
+        known = [f.name for f in fields(cls)]
+        position = next((i for i, key in enumerate(data) if key not in known), None)
+        if position is not None:
             raise InputError(
-                f"run config has unknown setting {unknown[0]!r}; "
+                f"run config setting number {position + 1} is not a run-config setting; "
                 f"allowed: {', '.join(sorted(known))}"
             )
         cfg = cls(**{k: _coerce(k, v) for k, v in data.items()})
@@ -95,9 +112,9 @@ class RunConfig:
     def from_json(cls, text: str) -> RunConfig:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit number
             raise InputError(
-                f"run config is not valid JSON ({exc}); use a file the page wrote"
+                f"run config is not valid JSON ({describe(exc)}); use a file the page wrote"
             ) from None
         return cls.from_dict(data)
 
@@ -109,7 +126,13 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check every setting's range; messages say which setting and what to use instead."""
+        if self.version != CONFIG_VERSION:
+            raise InputError(
+                f"run config version must be {CONFIG_VERSION}, the format this explorer reads; "
+                "download the config again from the page"
+            )
         _choice("source", self.source, SOURCE_KINDS)
+        _choice("paradigm", self.paradigm, PARADIGMS)
         _choice("action", self.action, ACTIONS)
         methods = MERGE_CHOICES if self.action == "merge" else NEGATE_CHOICES
         _choice("method", self.method, methods)
@@ -117,20 +140,18 @@ class RunConfig:
         _choice("split", self.split, SPLIT_CHOICES)
         if self.source == "manifest" and not self.manifest:
             raise InputError("source is 'manifest' but no manifest path is set; give its path")
-        _unit("p", self.p, closed=True)
-        _unit("k", self.k, closed=self.method != "talos_mask")
-        _unit("drop_rate", self.drop_rate, closed=False)
-        for name in ("lam", "tall_lambda"):
-            if not math.isfinite(getattr(self, name)):
-                raise InputError(
-                    f"{name}={getattr(self, name)} is not a finite number; use e.g. 0.3"
-                )
-        if self.samples < 1:
-            raise InputError(f"Ns (samples)={self.samples} must be at least 1; use e.g. 32")
-        if self.agreement < 1:
-            raise InputError(f"agreement={self.agreement} must be at least 1; use e.g. 2")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise InputError(f"max_samples={self.max_samples} must be at least 1 or null (all)")
+        check_float("p", self.p, 0.0, 1.0, echo=False)
+        check_float("k", self.k, 0.0, 1.0, high_open=self.method == "talos_mask", echo=False)
+        check_float("drop_rate", self.drop_rate, 0.0, 1.0, high_open=True, echo=False)
+        check_float("lam", self.lam, -COEFFICIENT, COEFFICIENT, echo=False)
+        check_float("tall_lambda", self.tall_lambda, 0.0, COEFFICIENT, echo=False)
+        check_int("Ns (samples)", self.samples, 1, SAMPLES, echo=False)
+        check_int("agreement", self.agreement, 1, LIST_VALUES, echo=False)
+        check_int("seed", self.seed, 0, SEED, echo=False)
+        if self.max_samples is not None:
+            check_int("max_samples", self.max_samples, 1, EVAL_IMAGES, echo=False)
+        if len(self.tasks) > LIST_VALUES:
+            raise InputError(f"a run config names at most {LIST_VALUES} tasks; name fewer")
         if self.action == "negate" and not self.target:
             raise InputError("a forgetting run needs a target task; pick the task to forget")
         return self
@@ -172,37 +193,30 @@ _FLOAT_FIELDS = {"p", "k", "lam", "drop_rate", "tall_lambda"}
 def _coerce(name: str, value: Any) -> Any:
     """JSON numbers arrive as int or float; anything else of the wrong type is named."""
     if name in _INT_FIELDS or (name == "max_samples" and value is not None):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise InputError(f"run config setting {name!r}={value!r} must be a whole number")
+        whole = isinstance(value, int | float) and not isinstance(value, bool)
+        if not whole or not math.isfinite(value) or value != int(value):
+            raise InputError(f"run config setting {name!r} must be a whole number")
         return int(value)
     if name in _FLOAT_FIELDS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"run config setting {name!r}={value!r} must be a number")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"run config setting {name!r} must be a number")
         return float(value)
     if name == "tasks":
         if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-            raise InputError(f"run config setting 'tasks'={value!r} must be a list of task names")
+            raise InputError("run config setting 'tasks' must be a list of task names")
         return list(value)
     if value is not None and not isinstance(value, str):
-        raise InputError(f"run config setting {name!r}={value!r} must be a string")
+        raise InputError(f"run config setting {name!r} must be a string")
+    if value is not None and len(value) > _TEXT_LIMIT:
+        raise InputError(f"run config setting {name!r} is longer than {_TEXT_LIMIT} characters")
     return value
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise InputError(f"{name}={value!r} is not one of {', '.join(allowed)}; pick one of those")
-
-
-def _unit(name: str, value: float, closed: bool) -> None:
-    ok = 0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0
-    if not ok:
-        bracket = "[0, 1]" if closed else "[0, 1)"
-        raise InputError(f"{name}={value} is outside {bracket}; choose a value in {bracket}")
+        raise InputError(f"{name} is not one of {', '.join(allowed)}; pick one of those")
 
 
 def load_config(path: str | Path) -> RunConfig:
     """Read a run config file written by the page (or by hand)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: run config not found; download one from the page first")
-    return RunConfig.from_json(path.read_text())
+    return RunConfig.from_json(read_text_file(path, "run config"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, describe
 
 __all__ = ["DTYPES", "SafetensorsFile", "write_safetensors"]
 
@@ -65,7 +65,7 @@ class SafetensorsFile:
         try:
             header = json.loads(self._handle.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise self._bad(f"header is not JSON: {exc}") from exc
+            raise self._bad(f"header is not JSON: {describe(exc)}") from exc
         if not isinstance(header, dict):
             raise self._bad("header is not a JSON object")
         metadata = header.pop("__metadata__", None) or {}
@@ -79,13 +79,13 @@ class SafetensorsFile:
                     info["data_offsets"],
                 )
             except (KeyError, TypeError, ValueError) as exc:
-                raise self._bad(f"tensor {name!r} has a malformed header entry") from exc
+                raise self._bad("a tensor has a malformed header entry") from exc
             expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
             if end - start != expected or start < 0:
-                raise self._bad(f"tensor {name!r} has {end - start} bytes for shape {shape}")
+                raise self._bad("a tensor's byte range does not match its shape")
             if end > data_size:
                 raise InputError(
-                    f"{self.path}: is truncated (tensor {name!r} ends at byte {end} of "
+                    f"{self.path}: is truncated (a tensor ends at byte {end} of "
                     f"{data_size}); re-export or re-download it"
                 )
             entries[name] = (info["dtype"], tuple(shape), start, end)

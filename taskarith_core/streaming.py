@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, describe
 from .fusion import MERGE_METHODS, NEGATION_METHODS, MethodSpec, check_params
 from .io import (
     PICKLE_SUFFIXES,
@@ -80,7 +80,7 @@ class TensorFile:
                 tensor = self._tensors[self.prefix + key]
         except Exception as exc:  # safetensors reports truncation lazily, as various errors
             raise InputError(
-                f"{self.path}: tensor {key!r} is truncated or corrupt ({exc})"
+                f"{self.path}: a tensor is truncated or corrupt ({describe(exc)}); re-export it"
             ) from exc
         if check:
             check_finite(key, tensor, self.path)

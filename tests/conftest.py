@@ -35,3 +35,53 @@ def mini_zoo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return build_zoo(tmp_path_factory.mktemp("mini_zoo"), MINI_SPEC)
     finally:
         torch.set_num_threads(threads)
+
+
+#: a string no message may ever contain: it stands for a private file's content
+CANARY = "CANARY-7f3e9b1c-do-not-print"
+
+
+@pytest.fixture
+def canary_files(tmp_path: Path) -> dict[str, Path]:
+    """Files that hold :data:`CANARY` in the ways a private file might: as plain text, a YAML
+    key, YAML/JSON values, broken YAML/JSON, a pickle's global and a safetensors header.
+
+    Point any path a user can type at each of them and assert that ``CANARY`` is in no message
+    (``from conftest import CANARY``)."""
+    import pickle
+
+    folder = tmp_path / "canary"
+    folder.mkdir()
+    texts = {
+        "plain.txt": f"{CANARY}\nsecond line {CANARY}\n",
+        "passwd": f"root:{CANARY}:0:0:root:/root:/bin/bash\n",
+        "key.yaml": f"{CANARY}: 1\n",
+        "nested.yaml": f"name: x\narch: ViT-B-32\npretrained: p\ntasks:\n  - {CANARY}: 1\n",
+        "values.yaml": (
+            f"name: {CANARY}\narch: {CANARY}\npretrained: {CANARY}\ntasks:\n"
+            f"  - name: {CANARY}\n    checkpoint: {CANARY}\n"
+            f"    data: {{format: {CANARY}, root: {CANARY}}}\n"
+        ),
+        "broken.yaml": f"{CANARY}: [unclosed\n{CANARY}\n",
+        "tab.yaml": f"a:\n\t{CANARY}\n",
+        "key.json": f'{{"{CANARY}": 1}}\n',
+        "value.json": f'{{"method": "{CANARY}", "importance": "{CANARY}"}}\n',
+        "broken.json": f'{{"method": "{CANARY}"\n',
+        "manifest_in_config.json": f'{{"source": "manifest", "manifest": "{folder}/plain.txt"}}',
+    }
+    paths = {}
+    for name, text in texts.items():
+        paths[name] = folder / name
+        paths[name].write_text(text)
+    paths["binary.bin"] = folder / "binary.bin"
+    paths["binary.bin"].write_bytes(b"\xff\xfe" + CANARY.encode() + bytes(range(256)))
+    header = f'{{"{CANARY}": {{"dtype": "F32", "shape": [1], "data_offsets": [0, 9]}}}}'
+    paths["header.safetensors"] = folder / "header.safetensors"
+    paths["header.safetensors"].write_bytes(len(header).to_bytes(8, "little") + header.encode())
+    # a pickle that names a global called CANARY (refused before anything is imported)
+    paths["global.pt"] = folder / "global.pt"
+    paths["global.pt"].write_bytes(b"\x80\x04c" + f"os\n{CANARY}\n".encode() + b")R.")
+    with open(folder / "value.pkl", "wb") as handle:
+        pickle.dump({CANARY: CANARY}, handle)
+    paths["value.pkl"] = folder / "value.pkl"
+    return paths

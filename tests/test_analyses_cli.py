@@ -92,9 +92,12 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, capsys, argv, m
     assert not out.exists()
 
 
-def test_out_folder_must_have_a_parent(cli, tmp_path, capsys):
-    assert cli("cosine", "--out", str(tmp_path / "no" / "such")) == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_missing_out_folders_are_created_and_a_file_on_the_way_is_refused(cli, tmp_path, capsys):
+    assert cli("cosine", "--out", str(tmp_path / "no" / "such")) == 0
+    assert (tmp_path / "no" / "such" / "cosine.csv").is_file()
+    (tmp_path / "file").write_text("x")
+    assert cli("cosine", "--out", str(tmp_path / "file" / "sub")) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_xi_with_checkpoints_of_another_pretrained_model_is_refused(

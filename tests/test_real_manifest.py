@@ -78,9 +78,9 @@ def test_quick_gelu_defaults_on_for_the_papers_archs(files):
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"pretrained": "missing.safetensors"}, "missing.safetensors not found"),
-        ({"arch": "ViT-Q-99"}, "'ViT-Q-99' is not an open_clip architecture"),
-        ({"colour": "red"}, "unknown key 'colour'"),
+        ({"pretrained": "missing.safetensors"}, "file named by pretrained is not found"),
+        ({"arch": "ViT-Q-99"}, "arch is not an open_clip architecture"),
+        ({"colour": "red"}, "is not a manifest key; allowed: arch"),
         ({"tasks": "MNIST"}, "tasks must be a list"),
         ({"name": None}, "required key 'name'"),
     ],
@@ -94,11 +94,11 @@ def test_bad_manifest_is_one_line(files, change, needle):
 def test_bad_task_entries(files):
     data = _manifest()
     data["tasks"][1]["checkpoint"] = "nope.safetensors"
-    with pytest.raises(InputError, match="toy.checkpoint .*nope.safetensors not found"):
+    with pytest.raises(InputError, match=r"tasks\[1\].checkpoint is not found"):
         load_manifest(_write(files, data))
     data = _manifest()
     data["tasks"].append(dict(data["tasks"][0]))
-    with pytest.raises(InputError, match="'MNIST' is listed twice"):
+    with pytest.raises(InputError, match=r"tasks\[2\] has the name of an earlier task"):
         load_manifest(_write(files, data))
     data = _manifest()
     del data["tasks"][1]["templates"]
@@ -106,7 +106,7 @@ def test_bad_task_entries(files):
         load_manifest(_write(files, data))
     data = _manifest()
     data["tasks"][0]["data"] = {"format": "zip", "root": "data"}
-    with pytest.raises(InputError, match="format 'zip' unknown"):
+    with pytest.raises(InputError, match="not a known format"):
         load_manifest(_write(files, data))
 
 

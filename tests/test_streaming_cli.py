@@ -302,11 +302,12 @@ def test_one_task_and_unwritable_folder(files, capsys):
     tmp, paths, *_ = files
     out = tmp / "out.safetensors"
     _bad(capsys, _merge_argv(paths, out, _fts(paths, 1)), "at least 2", out)
+    (tmp / "a_file").write_text("x")
     _bad(
         capsys,
-        _merge_argv(paths, tmp / "nowhere" / "out.safetensors"),
-        "does not exist",
-        tmp / "nowhere" / "out.safetensors",
+        _merge_argv(paths, tmp / "a_file" / "out.safetensors"),
+        "is a file, not a folder",
+        tmp / "a_file" / "out.safetensors",
     )
     locked = tmp / "locked"
     locked.mkdir(mode=0o500)

@@ -78,7 +78,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
     config.write_text('{"p": 3}')
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: p=3.0 is outside [0, 1]") and "\n" not in err
+    assert err.startswith("error: p is outside [0, 1]") and "\n" not in err
     assert main(["run", "--config", str(tmp_path / "missing.json")]) == 2
     missing_zoo = tmp_path / "nozoo.json"
     missing_zoo.write_text('{"zoo_root": "%s", "tasks": []}' % (tmp_path / "nowhere"))

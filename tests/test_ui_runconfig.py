@@ -32,10 +32,15 @@ def test_key_ignores_settings_the_method_does_not_read():
 @pytest.mark.parametrize(
     ("data", "words"),
     [
-        ({"p": 1.5}, "p=1.5 is outside [0, 1]"),
-        ({"method": "bogus"}, "method='bogus'"),
-        ({"colour": "red"}, "unknown setting 'colour'"),
+        ({"p": 1.5}, "p is outside [0, 1]"),
+        ({"method": "bogus"}, "method is not one of sta, task_arithmetic"),
+        ({"colour": "red"}, "setting number 1 is not a run-config setting"),
         ({"samples": 0}, "at least 1"),
+        ({"samples": 1e9}, "more than the limit 10000"),
+        ({"lam": 1e308}, "lam is outside [-100, 100]"),
+        ({"version": 99}, "version must be 1"),
+        ({"seed": -1}, "seed is less than 0"),
+        ({"paradigm": "half"}, "paradigm is not one of full"),
         ({"samples": 2.5}, "whole number"),
         ({"lam": "x"}, "must be a number"),
         ({"tasks": "a,b"}, "list of task names"),
@@ -47,6 +52,30 @@ def test_key_ignores_settings_the_method_does_not_read():
 def test_bad_settings_name_the_setting(data, words):
     with pytest.raises(InputError, match=re.escape(words)):
         RunConfig.from_dict(data)
+
+
+def test_values_read_from_a_config_are_never_repeated():
+    secret = "s3cr3t-" * 3
+    for data in ({secret: 1}, {"method": secret}, {"lam": secret}, {"tasks": [secret, 1]}):
+        with pytest.raises(InputError) as info:
+            RunConfig.from_dict(data)
+        assert "s3cr3t" not in str(info.value)
+
+
+def test_binary_huge_and_deep_files_are_one_sentence(tmp_path):
+    cases = {
+        "png.json": b"\x89PNG\r\n\x1a\n" + bytes(range(256)),
+        "deep.json": b"[" * 100_000,
+        "digits.json": b'{"seed": ' + b"9" * 5000 + b"}",
+        "big.json": b'{"method": "' + b"a" * (2 << 20) + b'"}',
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(InputError) as info:
+            load_config(path)
+        message = str(info.value)
+        assert "\n" not in message and len(message) < 400, name
 
 
 def test_not_json_and_missing_file(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +32,21 @@ def open_source(args: argparse.Namespace) -> Any:
 
 
 def _check_out(out: str) -> Path:
-    """Refuse an unusable output folder before any work is done."""
+    """Refuse an unusable output folder before any work is done (missing folders are made later,
+    when there is something to write)."""
+    from ..io import check_writable
+
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise InputError(f"--out {path}: exists and is not a folder; give a folder")
-    folder = path if path.exists() else path.parent
-    if not folder.is_dir():
-        raise InputError(f"--out {path}: parent folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"--out {path}: {folder} is not writable; choose another folder")
+    check_writable(path / "report.csv")
     return path
 
 
 def _write(out: Path, name: str, result: Result) -> list[Path]:
-    from ..io import atomic_path
+    from ..io import atomic_path, make_folder
 
-    out.mkdir(exist_ok=True)
+    make_folder(out)
     written = []
     for stem, frame in result.frames.items():
         with atomic_path(out / f"{stem}.csv") as tmp:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from ..keys import VISUAL_PREFIX
 
 __all__ = [
@@ -75,7 +75,9 @@ def register_arch(config: str | Path | Mapping[str, Any], name: str) -> str:
         try:
             cfg = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: is not valid JSON ({exc}); fix the config file") from exc
+            raise InputError(
+                f"{path}: is not valid JSON ({describe(exc)}); fix the config file"
+            ) from exc
     else:
         cfg = dict(config)
     missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in cfg]
@@ -107,7 +109,10 @@ def create_clip(
     try:
         model = open_clip.create_model(arch, pretrained=pretrained, device=device)
     except RuntimeError as exc:  # load_state_dict size/key mismatches
-        raise InputError(f"{pretrained}: does not fit architecture {arch!r} ({exc})") from exc
+        raise InputError(
+            f"{pretrained}: its tensors do not fit architecture {arch!r} (names or shapes differ); "
+            "give weights of that architecture"
+        ) from exc
     return model.eval()
 
 

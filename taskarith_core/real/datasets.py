@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ..errors import InputError
+from ..errors import InputError, describe
 
 __all__ = [
     "BENCHMARK_TASKS",
@@ -72,6 +72,8 @@ class DataSpec:
 @cache
 def builtin_task(name: str) -> dict[str, Any] | None:
     """Class names, dataset class ids and templates of a benchmark task (case-insensitive)."""
+    if not name.replace("_", "").replace("-", "").isalnum():
+        return None  # only plain names: a task name never becomes a path outside DATA_DIR
     path = DATA_DIR / f"{name.lower()}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -167,7 +169,9 @@ def _imagefolder_pools(spec: DataSpec, root: Path, where: str) -> tuple[dict, li
         try:
             pools["whole"] = ImageFolder(str(root))
         except (FileNotFoundError, RuntimeError) as exc:
-            raise InputError(f"{where}: {root} is not an ImageFolder tree ({exc})") from exc
+            raise InputError(
+                f"{where}: {root} is not an ImageFolder tree ({describe(exc)})"
+            ) from exc
         ids = pools["whole"].classes
     return pools, list(ids or [])
 
@@ -189,8 +193,8 @@ def _torchvision_pools(spec: DataSpec, root: Path, where: str) -> tuple[dict, li
             pools[split] = cls(root=str(root), download=False, **kwargs)
         except (RuntimeError, FileNotFoundError, OSError) as exc:
             raise InputError(
-                f"{where}: torchvision {name} not found under {root} ({exc}); put the extracted "
-                "files there (nothing is downloaded)"
+                f"{where}: torchvision {name} not found under {root} ({describe(exc)}); put the "
+                "extracted files there (nothing is downloaded)"
             ) from exc
     first = next(iter(pools.values()))
     ids = _NUMBERED.get(name) or [str(c) for c in first.classes]

@@ -35,8 +35,9 @@ from typing import Any
 
 import yaml
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from ..io import atomic_path
+from ..textfile import read_text_file
 from .datasets import FORMATS, DataSpec, builtin_task
 
 __all__ = [
@@ -127,13 +128,22 @@ def _task_dict(task: TaskSpec) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(task).items() if v is not None}
 
 
+_TYPE_WORDS = {str: "text", list: "a list", int: "a number", float: "a number", bool: "a flag"}
+
+
 def _check_keys(where: str, data: Any, allowed: set[str], required: tuple[str, ...]) -> dict:
     if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
         raise InputError(
-            f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}"
+            f"{where}: expected a mapping of keys, found {_TYPE_WORDS.get(type(data), 'a value')}"
+            "; give a manifest (see examples/manifest.example.yaml)"
+        )
+    # The file's own keys are never repeated (see errors.py): the position of the first unknown
+    # key is enough to find it, and the allowed keys say what to write instead.
+    position = next((i for i, key in enumerate(data) if key not in allowed), None)
+    if position is not None:
+        raise InputError(
+            f"{where}: key number {position + 1} is not a manifest key; allowed: "
+            f"{', '.join(sorted(allowed))}"
         )
     for key in required:
         if data.get(key) in (None, "", []):
@@ -141,10 +151,45 @@ def _check_keys(where: str, data: Any, allowed: set[str], required: tuple[str, .
     return data
 
 
+#: the type each field must have (str unless named here); checked before anything is built
+_KINDS: dict[str, tuple[type, ...]] = {
+    "quick_gelu": (bool,),
+    "trust_pickle": (bool,),
+    "classnames": (list,),
+    "templates": (list,),
+    "splits": (dict,),
+    "val_fraction": (int, float),
+    "test_fraction": (int, float),
+    "seed": (int,),
+    "tasks": (list,),
+    "control": (dict,),
+    "data": (dict,),
+}
+_KIND_WORDS = {bool: "true or false", list: "a list", dict: "a mapping", int: "a number"}
+
+
+def _check_types(where: str, data: dict) -> None:
+    """Every present field has its type (a list of strings where a list is expected)."""
+    for key, value in data.items():
+        if value is None:
+            continue
+        kinds = _KINDS.get(key, (str,))
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if ok and isinstance(value, list) and key != "tasks":
+            ok = all(isinstance(v, str) for v in value)
+        if ok and isinstance(value, dict) and key == "splits":
+            ok = all(isinstance(v, str) for v in value.values())
+        if not ok:
+            words = _KIND_WORDS.get(kinds[0], "text")
+            words += " of text" if kinds[0] is list and key != "tasks" else ""
+            raise InputError(f"{where}: {key} must be {words}; fix that entry")
+
+
 def _data_spec(where: str, data: Any) -> DataSpec:
     data = _check_keys(f"{where}.data", data, _DATA_KEYS, ("format", "root"))
+    _check_types(f"{where}.data", data)
     if data["format"] not in FORMATS:
-        raise InputError(f"{where}.data.format {data['format']!r} unknown; use one of {FORMATS}")
+        raise InputError(f"{where}.data.format is not a known format; use one of {FORMATS}")
     if data["format"] == "torchvision" and not data.get("dataset"):
         raise InputError(f"{where}.data: format torchvision needs dataset (e.g. MNIST)")
     return DataSpec(**data)
@@ -153,13 +198,14 @@ def _data_spec(where: str, data: Any) -> DataSpec:
 def _task_spec(where: str, data: Any, control: bool) -> TaskSpec:
     required = ("name", "data") if control else ("name", "checkpoint", "data")
     data = _check_keys(where, data, _TASK_KEYS, required)
+    _check_types(where, data)
     spec = TaskSpec(**{**data, "data": _data_spec(where, data["data"])})
     spec.name = str(spec.name)
     has_names = spec.classnames or spec.classnames_file or builtin_task(spec.name)
     if not has_names and spec.data.format == "torchvision":
-        raise InputError(f"{where}: task {spec.name!r} is not a benchmark task; give classnames")
+        raise InputError(f"{where}: this task is not a benchmark task; give classnames")
     if not (spec.templates or builtin_task(spec.name)):
-        raise InputError(f"{where}: task {spec.name!r} is not a benchmark task; give templates")
+        raise InputError(f"{where}: this task is not a benchmark task; give templates")
     return spec
 
 
@@ -168,11 +214,14 @@ def manifest_from_dict(data: Any, base_dir: Path, where: str = "manifest") -> Ma
     data = _check_keys(where, data, _TOP_KEYS, ("name", "arch", "pretrained", "tasks"))
     if not isinstance(data["tasks"], list):
         raise InputError(f"{where}: tasks must be a list of task entries")
+    _check_types(where, data)
     tasks = [_task_spec(f"{where}: tasks[{i}]", t, False) for i, t in enumerate(data["tasks"])]
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise InputError(f"{where}: task {dup!r} is listed twice; task names must be unique")
+        dup = next(i for i, n in enumerate(names) if n in names[:i])
+        raise InputError(
+            f"{where}: tasks[{dup}] has the name of an earlier task; task names must be unique"
+        )
     control = data.get("control")
     fields = {k: v for k, v in data.items() if k not in ("tasks", "control")}
     return Manifest(
@@ -190,16 +239,21 @@ def check_files(manifest: Manifest, where: str) -> None:
         ("arch_config", manifest.arch_config),
         ("text_weights", manifest.text_weights),
     ]
-    for task in manifest.tasks + ([manifest.control] if manifest.control else []):
+    entries = [(f"tasks[{i}]", task) for i, task in enumerate(manifest.tasks)]
+    entries += [("control", manifest.control)] if manifest.control else []
+    for label, task in entries:
         paths += [
-            (f"{task.name}.checkpoint", task.checkpoint),
-            (f"{task.name}.data.root", task.data.root),
-            (f"{task.name}.classnames_file", task.classnames_file),
-            (f"{task.name}.talos_mask", task.talos_mask),
+            (f"{label}.checkpoint", task.checkpoint),
+            (f"{label}.data.root", task.data.root),
+            (f"{label}.classnames_file", task.classnames_file),
+            (f"{label}.talos_mask", task.talos_mask),
         ]
     for label, path in paths:
         if path is not None and not manifest.resolve(path).exists():
-            raise InputError(f"{where}: {label} {manifest.resolve(path)} not found; fix the path")
+            raise InputError(
+                f"{where}: the file named by {label} is not found (relative paths start at the "
+                "manifest's folder); fix the path"
+            )
 
 
 def resolve_arch(manifest: Manifest) -> str:
@@ -217,7 +271,7 @@ def resolve_arch(manifest: Manifest) -> str:
     cfg = open_clip.get_model_config(arch)
     if cfg is None:
         raise InputError(
-            f"manifest arch {arch!r} is not an open_clip architecture; use one of "
+            "the manifest's arch is not an open_clip architecture; use one of "
             "open_clip.list_models() (ViT-B-32, ViT-B-16, ViT-L-14, ...) or give arch_config"
         )
     wanted = manifest.quick_gelu if manifest.quick_gelu is not None else arch in PAPER_ARCHS
@@ -232,13 +286,15 @@ def resolve_arch(manifest: Manifest) -> str:
 def load_manifest(path: str | Path, check: bool = True) -> Manifest:
     """Read a YAML/JSON manifest; ``check`` also verifies the files and the architecture."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: manifest not found; check the path")
+    text = read_text_file(path, "manifest")
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        data = yaml.safe_load(text)  # YAML is a superset of JSON
+    except RecursionError:
+        raise InputError(f"{path}: is nested too deeply for a manifest; fix the file") from None
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise InputError(f"{path}: is not valid YAML/JSON ({first}); fix the syntax") from exc
+        raise InputError(
+            f"{path}: is not valid YAML/JSON ({describe(exc)}); fix the syntax"
+        ) from None
     manifest = manifest_from_dict(data, path.resolve().parent, str(path))
     if check:
         check_files(manifest, str(path))

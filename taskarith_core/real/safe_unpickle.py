@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from ..io import refuse_torchscript
 
 __all__ = [
@@ -138,9 +138,7 @@ def _tensors_of(root: Any, path: Path) -> dict[str, torch.Tensor]:
         tensors = {str(k): v for k, v in inner.items() if isinstance(v, torch.Tensor)}
         if tensors:
             return {k: v.detach() for k, v in tensors.items()}
-    raise InputError(
-        f"{path}: holds {type(root).__name__}, not a module or a state dict of tensors"
-    )
+    raise InputError(f"{path}: holds neither a module nor a state dict of tensors; give one")
 
 
 def load_pickled_module_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -151,11 +149,17 @@ def load_pickled_module_state(path: str | Path) -> dict[str, torch.Tensor]:
         root = torch.load(
             path, map_location="cpu", pickle_module=_PICKLE_MODULE, weights_only=False
         )
-    except RefusedGlobal as exc:
+    except RefusedGlobal:
+        # The refused name comes from the file and is not repeated; torch's own text is not
+        # passed on either, since it suggests weights_only=False, which would run the file.
         raise InputError(
-            f"{path}: refused to unpickle {exc} (only torch / open_clip / task-vectors classes are "
-            "allowed); this file may run code: do not use it, or convert it where you trust it"
-        ) from exc
+            f"{path}: refused to unpickle: it asks for code other than torch / open_clip / "
+            "task-vectors classes; this file may run code: do not use it, or convert it where "
+            "you trust it"
+        ) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
-        raise InputError(f"{path}: could not be read as a pickled module ({exc})") from exc
+        raise InputError(
+            f"{path}: could not be read as a pickled module ({describe(exc)}); re-save it with "
+            "torch.save(model.state_dict(), ...) where you trust it"
+        ) from None
     return _tensors_of(root, path)

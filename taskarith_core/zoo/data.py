@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from .tasks import CONTROL_TASK, TASKS, draw
 
 __all__ = [
@@ -177,4 +177,6 @@ def data_spec_from_root(root: str | Path) -> DataSpec:
         raw = json.loads(path.read_text())["data_spec"]
         return _spec_from_json(json.dumps(raw))
     except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: unreadable zoo task file ({exc}); rebuild the zoo") from exc
+        raise InputError(
+            f"{path}: unreadable zoo task file ({describe(exc)}); rebuild the zoo"
+        ) from exc

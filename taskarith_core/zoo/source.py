@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, TensorDataset
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from ..io import load_state_dict
 from ..models.clip import register_arch
 from ..models.files import FileSource
@@ -38,7 +38,7 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); {BUILD_HINT}") from exc
+        raise InputError(f"{path}: not valid JSON ({describe(exc)}); {BUILD_HINT}") from exc
 
 
 class ZooSource(FileSource):
