@@ -98,6 +98,15 @@ def _file_vectors(opts, source, tasks) -> dict[str, dict]:
     return out
 
 
+def _grid(opts) -> dict[str, Any]:
+    """The executor and journal the CLI opened for a grid analysis (none: run here)."""
+    found = {
+        "executor": getattr(opts, "executor_obj", None),
+        "journal": getattr(opts, "journal", None),
+    }
+    return {k: v for k, v in found.items() if v is not None}
+
+
 def _mask_label(opts) -> str:
     masks = getattr(opts, "masks", "none")
     if masks == "sta":
@@ -259,6 +268,7 @@ def _sweep(opts, source, device, progress) -> Result:
         samples=opts.ns,
         seed=opts.seed,
         progress=progress,
+        **_grid(opts),
     )
     mean = frame[frame["task"] == "mean"]
     title = f"{opts.method} on {source.name}: accuracy against {frame['param'].iloc[0]}"

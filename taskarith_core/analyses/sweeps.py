@@ -20,8 +20,9 @@ import pandas as pd
 import torch
 
 from ..errors import InputError
+from ..executor import LOCAL, Executor, Journal, run_grid
 from ..progress import Progress, no_progress
-from ._common import resolve_tasks, task_importances
+from ._common import resolve_device, resolve_tasks, task_importances
 
 __all__ = [
     "K_GRID",
@@ -31,6 +32,7 @@ __all__ = [
     "P_GRID",
     "MethodSpec",
     "Prepared",
+    "SideInputs",
     "accuracy_sweep",
     "evaluate_merged",
     "fisher_bottom_k_masks",
@@ -146,29 +148,38 @@ class Prepared:
         )
 
 
-def _side_inputs(source, tasks, spec, pre, samples, seed, device) -> Callable[[dict], dict]:
-    if spec.metric is not None:
+@dataclass
+class SideInputs:
+    """What every merge of a method shares besides the models: importances (STA), the source's
+    masks (TaLoS) or Fisher scores to mask at each k. Plain data, so it can travel to workers."""
+
+    kind: str = "none"  #: "none", "importances", "masks" or "fisher"
+    tensors: list[dict[str, torch.Tensor]] = field(default_factory=list)
+
+    def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.kind == "importances":
+            return {**params, "importances": self.tensors}
+        if self.kind == "masks":
+            return {**params, "masks": self.tensors}
+        if self.kind == "fisher":
+            rest = {k: v for k, v in params.items() if k != "k"}
+            return {**rest, "masks": fisher_bottom_k_masks(self.tensors, float(params["k"]))}
+        return params
+
+
+def _side_inputs(source, tasks, spec, pre, samples, seed, device) -> SideInputs:
+    if spec.metric is not None or spec.masks == "fisher":
+        metric = spec.metric or "fisher"
         imps = task_importances(
-            source, tasks, spec.metric, samples=samples, seed=seed, device=device, pretrained=pre
+            source, tasks, metric, samples=samples, seed=seed, device=device, pretrained=pre
         )
-        return lambda params: {**params, "importances": imps}
+        return SideInputs("importances" if spec.metric is not None else "fisher", imps)
     if spec.masks == "talos":
         from .geometry import talos_masks
 
         found = talos_masks(source, tasks)
-        masks = [found[t] for t in tasks]
-        return lambda params: {**params, "masks": masks}
-    if spec.masks == "fisher":
-        scores = task_importances(
-            source, tasks, "fisher", samples=samples, seed=seed, device=device, pretrained=pre
-        )
-
-        def with_masks(params: dict) -> dict:
-            rest = {k: v for k, v in params.items() if k != "k"}
-            return {**rest, "masks": fisher_bottom_k_masks(scores, float(params["k"]))}
-
-        return with_masks
-    return lambda params: params
+        return SideInputs("masks", [found[t] for t in tasks])
+    return SideInputs()
 
 
 def prepare_method(
@@ -224,6 +235,33 @@ def _with_mean(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return pd.concat([frame, means.assign(task="mean")], ignore_index=True)
 
 
+@dataclass
+class _SweepContext:
+    """What every point of one sweep shares (sent once per node by the Ray executor)."""
+
+    source: Any
+    prepared: Prepared
+    tasks: list[str]
+    param: str
+    split: str
+    device: Any
+    max_samples: int | None
+
+
+def _sweep_point(ctx: _SweepContext, value: float) -> list[dict[str, Any]]:
+    """One grid point: merge at ``value``, evaluate on every task (rows as plain records)."""
+    state = ctx.prepared.merge(float(value), ctx.param)
+    frame = evaluate_merged(
+        ctx.source,
+        state,
+        ctx.tasks,
+        split=ctx.split,
+        device=ctx.device,
+        max_samples=ctx.max_samples,
+    )
+    return frame.to_dict("records")
+
+
 def accuracy_sweep(
     source: Any,
     method: str,
@@ -238,26 +276,39 @@ def accuracy_sweep(
     seed: int = 0,
     prepared: Prepared | None = None,
     progress: Progress = no_progress,
+    executor: Executor = LOCAL,
+    journal: Journal | None = None,
 ) -> pd.DataFrame:
     """Absolute and normalised accuracy per task (and their mean, ``task="mean"``) of ``method``
-    merged at each value of ``param`` (default: the method's tuned parameter and grid)."""
+    merged at each value of ``param`` (default: the method's tuned parameter and grid).
+
+    Each value is one unit of ``executor`` (e.g. a Ray task); finished values go to ``journal``
+    and values already there are not merged again."""
     spec = method_spec(method)
     param = param or spec.param
     tasks = resolve_tasks(source, tasks, minimum=2)
-    values = list(spec.search_grid(len(tasks), param) if values is None else values)
+    values = [float(v) for v in (spec.search_grid(len(tasks), param) if values is None else values)]
     if not values:
         raise InputError("the sweep has no values; give at least one value")
     prep = prepared or prepare_method(
         source, method, tasks, samples=samples, seed=seed, device=device
     )
-    frames = []
-    for index, value in enumerate(values):
-        state = prep.merge(float(value), param)
-        frame = evaluate_merged(
-            source, state, tasks, split=split, device=device, max_samples=max_samples
-        )
-        frames.append(frame.assign(method=method, param=param, value=float(value)))
-        progress(index + 1, len(values), f"{param}={value}")
+    ctx = _SweepContext(source, prep, list(tasks), param, split, device, max_samples)
+    results = run_grid(
+        executor,
+        _sweep_point,
+        ctx,
+        values,
+        keys=[f"sweep|{method}|{param}|{split}|{v!r}" for v in values],
+        labels=[f"{param}={v}" for v in values],
+        journal=journal,
+        progress=progress,
+        gpu=resolve_device(device).type == "cuda",
+    )
+    frames = [
+        pd.DataFrame(rows).assign(method=method, param=param, value=value)
+        for value, rows in zip(values, results)
+    ]
     out = _with_mean(pd.concat(frames, ignore_index=True), ["method", "param", "value"])
     return out.assign(split=split)[
         ["method", "param", "value", "task", "accuracy", "normalised", "split"]

@@ -9,13 +9,14 @@ prints a one-screen summary. Progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
 
 from ..analyses.reports import REPORTS, Result
 from ..errors import InputError
-from .common import add_device_flag, tqdm_progress
+from .common import add_device_flag, add_executor_flags, grid_journal, tqdm_progress
 
 __all__ = ["open_source", "register"]
 
@@ -111,11 +112,35 @@ def _run(args: argparse.Namespace) -> int:
     else:
         source = open_source(args)
     device = pick_device(args.device)
-    result = REPORTS[args.analysis](args, source, device, tqdm_progress(args.analysis))
-    written = _write(out, args.analysis.replace("-", "_"), result)
+    name = args.analysis.replace("-", "_")
+    with _grid_executor(args, out, name, device) as journal:
+        result = REPORTS[args.analysis](args, source, device, tqdm_progress(args.analysis))
+        written = _write(out, name, result)
+        if journal is not None:
+            journal.finish()
     print(result.summary)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+#: Analyses whose grid points can run on another executor (Ray) and resume.
+GRID_ANALYSES = ("sweep",)
+
+
+@contextlib.contextmanager
+def _grid_executor(args: argparse.Namespace, out: Path, name: str, device: Any):
+    """Open the executor --executor names (checked before any work) and the grid's journal;
+    both reach the analysis as ``args.executor`` / ``args.journal``."""
+    from ..executor import open_executor, parse_executor
+
+    if args.analysis not in GRID_ANALYSES:
+        yield None
+        return
+    spec = parse_executor(args.executor, args.shared_dir)
+    journal = grid_journal(args, out, name)
+    with open_executor(spec, gpu=device.type == "cuda") as executor:
+        args.executor_obj, args.journal = executor, journal
+        yield journal
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -235,4 +260,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub = inner.add_parser(name, help=_HELP[name].replace("%", "%%"), description=_HELP[name])
         _common(sub)
         _add_specific(name, sub)
+        if name in GRID_ANALYSES:
+            add_executor_flags(sub)
         sub.set_defaults(func=_run, compute=compute)

@@ -10,6 +10,8 @@ from tqdm import tqdm
 
 __all__ = [
     "add_device_flag",
+    "add_executor_flags",
+    "grid_journal",
     "positive_int",
     "tqdm_progress",
     "unit_interval",
@@ -70,3 +72,42 @@ def tqdm_progress(desc: str) -> Callable[..., Any]:
             b.close()
 
     return update
+
+
+def add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--shared-dir`` and ``--resume`` for commands that run a grid."""
+    parser.add_argument(
+        "--executor",
+        default="local",
+        metavar="local|ray[:ADDRESS]",
+        help="where grid points run: local (this process), ray (a Ray instance started here), "
+        "ray:auto or ray:HOST:PORT (a running Ray cluster)",
+    )
+    parser.add_argument(
+        "--shared-dir",
+        metavar="DIR",
+        help="with ray: pass weights to workers as files in DIR (a folder every node sees) "
+        "instead of through Ray's object store",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the grid points an interrupted run already wrote, continue with the rest",
+    )
+
+
+#: Flags that change where or how a grid runs, not what it computes.
+_RUN_ONLY = {"executor", "shared_dir", "resume", "threads", "func", "compute", "workers"}
+
+
+def grid_journal(args: argparse.Namespace, folder: Any, name: str) -> Any:
+    """The journal of finished grid points for this command in ``folder``, keyed by every flag
+    that changes the results (so --resume never mixes runs with other settings)."""
+    from pathlib import Path
+
+    from ..analyses._common import cache_key
+    from ..executor import Journal
+
+    fields = {k: v for k, v in sorted(vars(args).items()) if k not in _RUN_ONLY}
+    path = Path(folder) / f".{name}.rows.jsonl"
+    return Journal(path, cache_key(name, fields), resume=bool(getattr(args, "resume", False)))
