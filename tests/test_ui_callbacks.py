@@ -159,9 +159,13 @@ def test_forget_lowers_the_target_and_shows_images(base):
     assert len(gallery) == 6
     image, caption = gallery[0]
     assert image.ndim == 3 and image.shape[2] == 3
-    true_name, before, after = caption.split(" | ")
-    assert true_name in _service(base).source.classnames("task0")
+    before, after = caption.split(" -> ")
+    names = _service(base).source.classnames("task0")
+    assert before[:-1] in names and after[:-1] in names
     assert before[-1] in "\u2713\u2717" and after[-1] in "\u2713\u2717"
+    assert forget_tab.gallery_caption(["M", "K"], 0, 0, 1) == "M\u2713 -> K\u2717"
+    long = forget_tab.gallery_caption(["a" * 30, "b"], 1, 0, 1)
+    assert len(long) < 20 and long.endswith("b\u2713")
     sta = forget_tab.forget_config(base, "task0", "sta", "lp", 1.0, 0.5, 8, 0, 0)
     figure = forget_tab.negation_curve(sta)
     assert any(getattr(s, "line", None) is not None for s in figure.layout.shapes)

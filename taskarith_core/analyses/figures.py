@@ -339,7 +339,12 @@ def negation_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
             )
         )
     limit = 0.95 * float(frame["control_zeroshot"].iloc[0]) * 100
-    fig.add_hline(y=limit, line_dash="dash", annotation_text="95% of zero-shot control")
+    fig.add_hline(
+        y=limit,
+        line_dash="dash",
+        annotation_text="95% of zero-shot control",
+        annotation_position="bottom left",
+    )
     if "best" in frame.columns and frame["best"].any():
         best = frame[frame["best"]]
         fig.add_trace(

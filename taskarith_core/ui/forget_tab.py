@@ -28,6 +28,7 @@ from .merge_tab import (
     read_uploaded_config,
     source_settings,
 )
+from .numbers import percent_text, styled
 from .results import negation_percent
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "forget_config",
     "forget_controls_from_config",
     "forget_gallery",
+    "gallery_caption",
     "negation_curve",
     "run_forget",
 ]
@@ -80,7 +82,8 @@ def run_forget(cfg: RunConfig, progress: Any = None) -> tuple[pd.DataFrame, str]
     table = explorer(cfg).run_negation(cfg, gr_progress(progress))
     target = table.iloc[0]
     text = (
-        f"**{cfg.target}**: {100 * target['before']:.2f}% -> **{100 * target['after']:.2f}%** "
+        f"**{cfg.target}**: {percent_text(target['before'])} -> "
+        f"**{percent_text(target['after'])}** "
         f"with `{cfg.method}` ({', '.join(f'{n}={getattr(cfg, n)}' for n in cfg.used_params())})."
     )
     if len(table) > 1:
@@ -88,7 +91,7 @@ def run_forget(cfg: RunConfig, progress: Any = None) -> tuple[pd.DataFrame, str]
         keeps = control["after"] >= 0.95 * control["before"]
         verdict = "keeps" if keeps else "does NOT keep"
         text += (
-            f" Control {100 * control['before']:.2f}% -> {100 * control['after']:.2f}%: "
+            f" Control {percent_text(control['before'])} -> {percent_text(control['after'])}: "
             f"{verdict} >= 95% of zero-shot."
         )
     return table, text
@@ -116,9 +119,15 @@ def negation_curve(cfg: RunConfig, progress: Any = None) -> Any:
             progress=gr_progress(progress),
         ),
     )
-    figure = negation_figure(frame, title=f"Forgetting {cfg.target} with {method}")
+    name = "task arithmetic" if method == "ta" else method
+    figure = negation_figure(frame, title=f"Forgetting {cfg.target} with {name}")
     current = cfg.lam if cfg.method == "task_arithmetic" else cfg.p
-    figure.add_vline(x=current, line_dash="dot", annotation_text="current setting")
+    figure.add_vline(
+        x=current,
+        line_dash="dot",
+        annotation_text="current setting",
+        annotation_position="bottom right",
+    )
     return figure
 
 
@@ -133,10 +142,20 @@ def forget_gallery(cfg: RunConfig, count: int = GALLERY_SIZE) -> list[tuple[np.n
     names = service.source.classnames(target)
     out = []
     for image, label, b, a in zip(images, labels, before, after):
-        marks = ["\u2713" if guess == label else "\u2717" for guess in (b, a)]
-        caption = f"{names[label]} | {names[b]} {marks[0]} | {names[a]} {marks[1]}"
-        out.append((image, caption))
+        out.append((image, gallery_caption(names, label, b, a)))
     return out
+
+
+def gallery_caption(names: list[str], label: int, before: int, after: int) -> str:
+    """'M\u2713 -> K\u2717': the label predicted before and after, each marked right or wrong
+    (short enough for a gallery tile; long class names are cut)."""
+
+    def name(index: int) -> str:
+        text = str(names[index])
+        return text if len(text) <= 12 else text[:11] + "\u2026"
+
+    marks = ["\u2713" if guess == label else "\u2717" for guess in (before, after)]
+    return f"{name(before)}{marks[0]} -> {name(after)}{marks[1]}"
 
 
 def forget_controls_from_config(cfg: RunConfig) -> list[Any]:
@@ -183,9 +202,11 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
                 label="Before (theta_pre) and after", elem_id="forget-table", interactive=False
             )
             gallery = gr.Gallery(
-                label="Target test images: true label | before | after",
-                columns=4,
+                label="Target test images: prediction before -> after (\u2713 right, \u2717 wrong)",
+                columns=6,
                 height="auto",
+                allow_preview=False,
+                object_fit="contain",
                 elem_id="forget-gallery",
             )
             curve = gr.Plot(label="Sweep: target and control accuracy")
@@ -197,7 +218,8 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
         cfg = forget_config(source, *values)
         result, text = run_forget(cfg, progress)
         files = [write_text("forget_config.json", cfg.to_json())]
-        return text, negation_percent(result), forget_gallery(cfg), files
+        shown = styled(negation_percent(result), {"ratio": 3})
+        return text, shown, forget_gallery(cfg), files
 
     run.click(
         on_run, [source_state, *controls], [summary, table, gallery, files], api_name="forget"

@@ -11,7 +11,14 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["PERCENT_DECIMALS", "hover_percent", "mean_percent", "percent", "percent_text"]
+__all__ = [
+    "PERCENT_DECIMALS",
+    "hover_percent",
+    "mean_percent",
+    "percent",
+    "percent_text",
+    "styled",
+]
 
 #: decimals of every percent the page and the CLI print
 PERCENT_DECIMALS = 2
@@ -38,3 +45,11 @@ def percent_text(value: float) -> str:
 def hover_percent(field: str = "y") -> str:
     """A plotly hover placeholder for a value already in percent: '%{y:.2f}%'."""
     return f"%{{{field}:.{PERCENT_DECIMALS}f}}%"
+
+
+def styled(frame: pd.DataFrame, decimals: dict[str, int] | None = None) -> Any:
+    """A table as the page shows it: every float column with PERCENT_DECIMALS decimals (so 16.8
+    reads 16.80 beside 95.93) unless ``decimals`` names another count; the values stay numbers."""
+    places = {c: PERCENT_DECIMALS for c in frame.columns if pd.api.types.is_float_dtype(frame[c])}
+    places.update({c: d for c, d in (decimals or {}).items() if c in frame.columns})
+    return frame.style.format({c: f"{{:.{d}f}}" for c, d in places.items()}, na_rep="")
