@@ -111,3 +111,61 @@ def test_resume_only_with_the_same_recipe(mini_zoo_root, tmp_path):
     other["build"]["pretrain"]["steps"] += 1
     assert not _can_resume(mini_zoo_root, other)
     assert not _can_resume(tmp_path, info)
+
+
+def test_l_lora_and_lota_change_only_what_they_may(mini_zoo_root):
+    pre = load_zoo("full", mini_zoo_root).load_pretrained()
+    task = MINI_SPEC.data.tasks[0]
+    lora = load_zoo("l-lora", mini_zoo_root).load_finetuned(task)
+    changed = {k for k in pre if not torch.equal(pre[k], lora[k])}
+    assert changed and all(is_attention_weight(k) for k in changed)
+    key = "visual.transformer.resblocks.0.attn.out_proj.weight"
+    rank = torch.linalg.matrix_rank((lora[key] - pre[key]).double(), atol=1e-3)
+    assert rank <= MINI_SPEC.lora.rank < pre[key].shape[0]
+    lota = load_zoo("lota", mini_zoo_root)
+    ft, mask = lota.load_finetuned(task), lota.talos_mask(task)
+    maskable = [k for k in mask if k != "visual.proj" and not k.endswith("_embedding")]
+    kept = sum(int(mask[k].sum()) for k in maskable) / sum(mask[k].numel() for k in maskable)
+    assert abs(kept - (1 - MINI_SPEC.lota.sparsity)) < 0.01
+    for key in pre:
+        assert torch.equal(ft[key][mask[key] == 0], pre[key][mask[key] == 0]), key
+
+
+def test_linearised_paradigms_are_evaluated_linearised(mini_zoo_root):
+    from taskarith_core.models.evaluation import evaluate_states
+    from taskarith_core.models.linearized import LinearizedTower
+
+    lin = load_zoo("linearized", mini_zoo_root)
+    assert isinstance(lin.build_visual(), LinearizedTower)
+    assert not isinstance(load_zoo("full", mini_zoo_root).build_visual(), LinearizedTower)
+    task = MINI_SPEC.data.tasks[0]
+    state = lin.load_finetuned(task)
+    accuracy = evaluate_states(lin, {"m": state}, [task])["accuracy"].iloc[0]
+    visual = load_visual_state(lin.build_visual(), state)
+    images, labels = lin.dataset(task, "test").tensors
+    with torch.no_grad():
+        linear = classify(visual, images, lin.head(task))
+        plain = classify(visual.inner, images, lin.head(task))  # the tower itself at theta
+    assert not torch.allclose(linear, plain, atol=1e-4)
+    assert accuracy == pytest.approx(float((linear.argmax(1) == labels).float().mean()))
+
+
+def test_learning_rates_chosen_on_validation_are_recorded(mini_zoo_root):
+    info = json.loads((mini_zoo_root / "tasks.json").read_text())
+    for paradigm, grid in MINI_SPEC.lr_grid.items():
+        record = info["selection"][paradigm]
+        assert record["split"] == "val" and record["task"] == MINI_SPEC.select_task
+        assert set(record["accuracy"]) == {repr(lr) for lr in grid}
+        best = max(record["accuracy"].values())
+        assert record["accuracy"][repr(record["lr"])] == best
+
+
+def test_a_paradigm_the_zoo_lacks_is_one_sentence(mini_zoo_root, tmp_path):
+    smaller = tmp_path / "zoo"
+    shutil.copytree(mini_zoo_root, smaller)
+    info = json.loads((smaller / "tasks.json").read_text())
+    info["paradigms"] = ["full", "attention", "talos"]
+    (smaller / "tasks.json").write_text(json.dumps(info))
+    with pytest.raises(InputError, match="has no 'lota' checkpoints") as err:
+        load_zoo("lota", smaller)
+    assert "\n" not in str(err.value)

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, quote
 from .common import add_device_flag, positive_int, tqdm_progress
 
 __all__ = ["register"]
@@ -20,7 +20,10 @@ def _paradigm_list(text: str) -> list[str]:
     chosen = [p for p in text.split(",") if p]
     unknown = [p for p in chosen if p not in PARADIGMS]
     if unknown or not chosen:
-        raise InputError(f"unknown paradigm {text!r}: use a comma-separated subset of {PARADIGMS}")
+        raise InputError(
+            f"unknown paradigm {quote(text)}: use a comma-separated subset of "
+            f"{', '.join(PARADIGMS)}"
+        )
     return chosen
 
 
@@ -41,9 +44,13 @@ def _run_build(args: argparse.Namespace) -> int:
     if args.fresh:
         shutil.rmtree(staging, ignore_errors=True)
     spec = MINI_SPEC if args.mini else ZOO_SPEC
-    if args.paradigms:
-        spec = replace(spec, paradigms=tuple(_paradigm_list(args.paradigms)))
-    build_zoo(staging, spec, tqdm_progress("zoo build"), device)
+    train_only = None
+    if args.paradigms:  # fine-tune these into the existing zoo; its other paradigms stay
+        train_only = tuple(_paradigm_list(args.paradigms))
+        spec = replace(spec, paradigms=tuple(dict.fromkeys([*spec.paradigms, *train_only])))
+        if out.is_dir() and not staging.exists():
+            shutil.copytree(out, staging)
+    build_zoo(staging, spec, tqdm_progress("zoo build"), device, train_only=train_only)
     if not args.no_card:
         from ..zoo.card import write_card
 
@@ -59,11 +66,11 @@ def _run_card(args: argparse.Namespace) -> int:
     import torch
 
     from ..device import pick_device
-    from ..zoo import PARADIGMS, ZOO_ROOT
+    from ..zoo import ZOO_ROOT
     from ..zoo.card import write_card
 
     root = Path(args.root) if args.root else ZOO_ROOT
-    paradigms = _paradigm_list(args.paradigms) if args.paradigms else list(PARADIGMS)
+    paradigms = _paradigm_list(args.paradigms) if args.paradigms else None
     torch.set_num_threads(args.threads)
     write_card(root, tqdm_progress("zoo card"), pick_device(args.device), paradigms=paradigms)
     print(f"card written to {root / 'card.json'}")
@@ -96,7 +103,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--out", help="output folder (default: the shipped assets/zoo)")
     build.add_argument("--mini", action="store_true", help="the 2-task miniature zoo of the tests")
     build.add_argument("--no-card", action="store_true", help="skip measuring the card")
-    build.add_argument("--paradigms", help="comma-separated subset to fine-tune (default: all)")
+    build.add_argument(
+        "--paradigms",
+        help="fine-tune only these (comma-separated) into the existing zoo (default: all)",
+    )
     build.add_argument(
         "--fresh", action="store_true", help="discard an interrupted build instead of resuming it"
     )

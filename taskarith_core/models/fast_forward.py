@@ -291,6 +291,8 @@ def tower_forward(visual: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """``images -> features`` for ``visual``: the functional forward when :func:`tower_spec`
     accepts the tower (in eval mode), else the module itself. Reads the live parameters, so
     weights loaded or mixed into the module in place are used without rebuilding anything."""
+    if getattr(visual, "linearized", False):  # its forward is the Taylor expansion, not f
+        return visual
     if visual not in _SPECS:
         _SPECS[visual] = tower_spec(visual)
     spec = _SPECS[visual]

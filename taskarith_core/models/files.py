@@ -25,6 +25,7 @@ from .clip import (
     load_visual_state,
     zero_shot_head,
 )
+from .linearized import LinearizedTower, is_linearized
 from .source import SPLITS
 
 __all__ = ["DataFn", "FileSource", "read_visual_state"]
@@ -61,8 +62,11 @@ class FileSource:
         talos_masks: Mapping[str, str | Path] | None = None,
         trust_pickle: bool = False,
         tokenizer: Callable[..., torch.Tensor] | None = None,
+        paradigm: str = "full",
     ) -> None:
         self.name = name
+        #: how the checkpoints were fine-tuned; linearised ones are evaluated linearised
+        self.paradigm = paradigm
         self.arch = arch
         self.tasks = list(finetuned)
         self.control_task = control_task
@@ -115,8 +119,10 @@ class FileSource:
         return None if path is None else read_visual_state(path, self._trust_pickle)
 
     def build_visual(self, device: torch.device | str = "cpu") -> nn.Module:
-        visual = build_visual_tower(self.arch, device)
-        return load_visual_state(visual, self.load_pretrained())
+        """theta_pre in a fresh tower; for linearised paradigms, the tower's Taylor expansion at
+        theta_pre (weights loaded into it later are evaluated as the linearised model)."""
+        visual = load_visual_state(build_visual_tower(self.arch, device), self.load_pretrained())
+        return LinearizedTower(visual) if is_linearized(self.paradigm) else visual
 
     # -- tasks ---------------------------------------------------------------------------------
     def classnames(self, task: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Build a zoo from nothing: data spec, vocabulary, config, pretraining, three paradigms per task.
+"""Build a zoo from nothing: data spec, vocabulary, config, pretraining, six paradigms per task.
 
 The shipped zoo (``ZOO_SPEC``) and the tests' miniature zoo (``MINI_SPEC``) go through this same
 function. Pretrained weights are rounded to float16-representable values *before* fine-tuning, so
@@ -18,17 +18,28 @@ import torch
 from ..io import atomic_path, save_state_dict
 from ..keys import VISUAL_PREFIX
 from ..models.clip import create_clip, register_arch, zero_shot_head
+from ..models.linearized import LinearizedTower, is_linearized
 from ..progress import Progress, no_progress
 from .arch import ARCH_NAME, IMAGE_MEAN, IMAGE_STD, CompactTokenizer, build_vocabulary, model_config
 from .data import PRETRAIN_TEMPLATES, DataSpec, load_split, tasks_json
 from .finetune import FinetuneConfig, finetune, trainable_mask
+from .paradigms import (
+    LoraConfig,
+    LotaConfig,
+    finetune_l_lora,
+    finetune_linearized,
+    finetune_lota,
+    val_accuracy,
+)
 from .pretrain import PretrainConfig, pretrain
 from .talos import TalosConfig, calibrate_mask
 from .tasks import TASKS
 
 __all__ = ["MINI_SPEC", "PARADIGMS", "ZOO_SPEC", "ZooSpec", "build_zoo"]
 
-PARADIGMS = ("full", "attention", "talos")
+PARADIGMS = ("full", "attention", "talos", "linearized", "l-lora", "lota")
+#: paradigms whose fine-tuned files come with a gradient mask (``<task>.mask.safetensors``)
+MASKED = ("talos", "lota")
 #: bump when the image generators change: a build never resumes from another version's model
 GENERATOR_VERSION = 2
 
@@ -58,10 +69,26 @@ class ZooSpec:
             "full": FinetuneConfig(steps=300, lr=1e-3, warmup=30),
             "attention": FinetuneConfig(steps=250, lr=2e-3, warmup=25),
             "talos": FinetuneConfig(steps=250, lr=2e-3, warmup=25),
+            "linearized": FinetuneConfig(steps=250, lr=1e-3, warmup=25),
+            "l-lora": FinetuneConfig(steps=250, lr=1e-2, warmup=25),
+            "lota": FinetuneConfig(steps=250, lr=2e-3, warmup=25),
         }
     )
     talos: TalosConfig = field(default_factory=TalosConfig)
-    paradigms: tuple[str, ...] = PARADIGMS
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    #: LoTA's 50 calibration steps + 250 sparse steps: the 300 steps of full fine-tuning
+    lota: LotaConfig = field(default_factory=LotaConfig)
+    #: learning rates tried per paradigm on the validation split of ``select_task`` (the best
+    #: replaces the config's lr for every task; the choice is written to tasks.json)
+    lr_grid: dict[str, tuple[float, ...]] = field(
+        default_factory=lambda: {
+            "linearized": (1e-3, 3e-3),
+            "l-lora": (3e-3, 1e-2),
+            "lota": (1e-3, 2e-3),
+        }
+    )
+    select_task: str = "digits"
+    paradigms: tuple[str, ...] = ("full", "attention", "talos")
     dtype: str = "float16"  #: storage dtype of all weight files
 
 
@@ -79,6 +106,10 @@ MINI_SPEC = ZooSpec(
     pretrain=PretrainConfig(steps=30, batch_size=64, warmup=5),
     finetune={p: FinetuneConfig(steps=15, batch_size=64, lr=1e-3, warmup=3) for p in PARADIGMS},
     talos=TalosConfig(rounds=2, batches_per_round=1, batch_size=32),
+    lota=LotaConfig(calibration_steps=5),
+    lr_grid={"linearized": (1e-3, 3e-3), "l-lora": (1e-2,), "lota": (1e-3,)},
+    select_task="shapes",
+    paradigms=PARADIGMS,
 )
 
 
@@ -99,9 +130,27 @@ def _spec_json(spec: ZooSpec, vocabulary: list[int]) -> dict:
         image_mean=IMAGE_MEAN,
         image_std=IMAGE_STD,
         paradigms=list(spec.paradigms),
-        build={k: v for k, v in asdict(spec).items() if k != "data"},
+        build=_build_json(spec),
     )
     return info
+
+
+#: spec fields that only matter (and are only written) when their paradigm is in the zoo
+_PARADIGM_FIELDS = {"lora": "l-lora", "lota": "lota", "lr_grid": None, "select_task": None}
+
+
+def _build_json(spec: ZooSpec) -> dict:
+    """The recipe as data; settings of paradigms the zoo lacks are left out, so a zoo of fewer
+    paradigms writes the same file as before those paradigms existed."""
+    out = {k: v for k, v in asdict(spec).items() if k != "data"}
+    out["finetune"] = {p: c for p, c in out["finetune"].items() if p in spec.paradigms}
+    grid = {p: list(v) for p, v in spec.lr_grid.items() if p in spec.paradigms}
+    for key, paradigm in _PARADIGM_FIELDS.items():
+        if (paradigm is None and not grid) or (paradigm and paradigm not in spec.paradigms):
+            out.pop(key)
+    if grid:
+        out["lr_grid"] = grid
+    return out
 
 
 _PRETRAIN_FIELDS = ("width", "layers", "text_width", "embed_dim", "pretrain", "dtype")
@@ -143,10 +192,12 @@ def build_zoo(
     spec: ZooSpec = ZOO_SPEC,
     progress: Progress = no_progress,
     device: str | torch.device = "cpu",
+    train_only: tuple[str, ...] | None = None,
 ) -> Path:
     """Train and write a complete zoo into ``out_dir``; returns the folder.
 
-    A pretrained model already in ``out_dir`` from the same recipe is reused (resumed build)."""
+    A pretrained model already in ``out_dir`` from the same recipe is reused (resumed build).
+    ``train_only`` fine-tunes only those paradigms (the others' files stay as they are)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.pretrain.seed)
@@ -155,10 +206,12 @@ def build_zoo(
     config = model_config(len(vocabulary), spec.width, spec.layers, spec.text_width, spec.embed_dim)
     register_arch(config, ARCH_NAME)
     tokenizer = CompactTokenizer(vocabulary)
-    jobs = [(paradigm, task) for paradigm in spec.paradigms for task in spec.data.tasks]
-    total = spec.pretrain.steps + len(jobs)
+    paradigms = [p for p in spec.paradigms if train_only is None or p in train_only]
+    runs = sum(len(spec.data.tasks) + max(0, len(spec.lr_grid.get(p, ())) - 1) for p in paradigms)
+    total = spec.pretrain.steps + runs
     started = time.time()
     info = json.loads(json.dumps(_spec_json(spec, vocabulary)))
+    old_selection = _old_selection(out) if train_only is not None else {}
     if _can_resume(out, info):
         model = create_clip(ARCH_NAME, out / "pretrained.safetensors", device)
     else:
@@ -175,12 +228,44 @@ def build_zoo(
     heads = text_heads(model, tokenizer, [*spec.data.tasks, spec.data.control], device)
     save_state_dict(heads, out / "heads.safetensors", {"arch": ARCH_NAME})
     pre_visual = {k: v.clone() for k, v in model.visual.state_dict().items()}
-    for done, (paradigm, task) in enumerate(jobs, start=1):
-        model.visual.load_state_dict(pre_visual)
-        _finetune_one(model.visual, heads[task], task, paradigm, spec, out, dtype, device)
-        progress(spec.pretrain.steps + done, total, f"{paradigm}/{task}")
-    _write_json({"seconds": round(time.time() - started, 1)}, out / "build_time.json")
+    done = [spec.pretrain.steps]
+
+    def tick(message: str) -> None:
+        done[0] += 1
+        progress(done[0], total, message)
+
+    selection = {}
+    for paradigm in paradigms:
+        job = _Job(model.visual, pre_visual, heads, paradigm, spec, dtype, device)
+        record = _train_paradigm(job, out, tick)
+        if record is not None:
+            selection[paradigm] = record
+    selection = {p: selection.get(p, old_selection.get(p)) for p in spec.paradigms}
+    if any(selection.values()):
+        info["selection"] = {p: r for p, r in selection.items() if r}
+        _write_json(info, out / "tasks.json")
+    _write_build_time(out, time.time() - started, train_only)
     return out
+
+
+def _old_selection(out: Path) -> dict:
+    try:
+        return json.loads((out / "tasks.json").read_text()).get("selection", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_build_time(out: Path, seconds: float, train_only) -> None:
+    """A whole build writes its time; a partial one adds its stage to the recorded times."""
+    if train_only is None:
+        _write_json({"seconds": round(seconds, 1)}, out / "build_time.json")
+        return
+    try:
+        record = json.loads((out / "build_time.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    record.setdefault("stages", {})[",".join(train_only)] = round(seconds, 1)
+    _write_json(record, out / "build_time.json")
 
 
 def progress_part(progress: Progress, offset: int, total: int) -> Progress:
@@ -200,16 +285,79 @@ def text_heads(
     }
 
 
-def _finetune_one(visual, head, task, paradigm, spec, out, dtype, device) -> None:
+@dataclass
+class _Job:
+    """What fine-tuning one paradigm needs: the tower (reset to theta_pre per run), heads, spec."""
+
+    visual: torch.nn.Module
+    pre_visual: dict[str, torch.Tensor]
+    heads: dict[str, torch.Tensor]
+    paradigm: str
+    spec: ZooSpec
+    dtype: torch.dtype
+    device: str | torch.device
+
+    def run(self, task: str, config: FinetuneConfig) -> tuple[dict, dict | None]:
+        """Fine-tune ``task`` from theta_pre; (stored state, mask or None)."""
+        self.visual.load_state_dict(self.pre_visual)
+        mask = _finetune_one(self.visual, self.heads[task], task, self.paradigm, config,
+                             self.spec, self.device)  # fmt: skip
+        return _visual_state(self.visual, self.dtype), mask
+
+
+def _select_lr(job: _Job, tick) -> tuple[dict, dict]:
+    """Each learning rate of the grid on ``select_task``; the best by validation accuracy (the
+    linearised paradigms measured as the linearised model). Returns the record and the winner's
+    trained files, so that the selection task is not trained twice."""
+    spec, task = job.spec, job.spec.select_task
+    images, labels = load_split(task, "val", spec=spec.data)
+    scores, best = {}, None
+    for lr in spec.lr_grid[job.paradigm]:
+        files = job.run(task, replace(spec.finetune[job.paradigm], lr=lr))
+        visual = job.visual
+        if is_linearized(job.paradigm):
+            visual = LinearizedTower(job.visual, job.pre_visual)
+        acc = val_accuracy(visual, job.heads[task], images, labels, job.device)
+        scores[repr(lr)] = round(acc, 4)
+        if best is None or acc > best[0]:
+            best = (acc, lr, files)
+        tick(f"{job.paradigm}: lr {lr:g} on {task} val {acc:.3f}")
+    record = {"task": task, "split": "val", "accuracy": scores, "lr": best[1]}
+    return record, {task: best[2]}
+
+
+def _train_paradigm(job: _Job, out: Path, tick) -> dict | None:
+    """Every task of one paradigm (lr chosen on validation first when the spec has a grid)."""
+    config, record, ready = job.spec.finetune[job.paradigm], None, {}
+    if job.paradigm in job.spec.lr_grid:
+        record, ready = _select_lr(job, tick)
+        config = replace(config, lr=record["lr"])
+    (out / job.paradigm).mkdir(exist_ok=True)
+    for task in job.spec.data.tasks:
+        state, mask = ready[task] if task in ready else job.run(task, config)
+        meta = {"arch": ARCH_NAME, "task": task, "paradigm": job.paradigm}
+        save_state_dict(state, out / job.paradigm / f"{task}.safetensors", meta)
+        if mask is not None and job.paradigm in MASKED:
+            save_state_dict(mask, out / job.paradigm / f"{task}.mask.safetensors", meta)
+        if task not in ready:
+            tick(f"{job.paradigm}/{task}")
+    return record
+
+
+def _finetune_one(visual, head, task, paradigm, config, spec, device):
+    """Train ``visual`` in place on ``task`` in ``paradigm``; the gradient mask, if any."""
     images, labels = load_split(task, "train", spec=spec.data)
-    ft_config = replace(spec.finetune[paradigm], seed=spec.finetune[paradigm].seed)
+    if paradigm == "linearized":
+        finetune_linearized(visual, head, images, labels, config, device)
+        return None
+    if paradigm == "l-lora":
+        finetune_l_lora(visual, head, images, labels, config, spec.lora, device)
+        return None
+    if paradigm == "lota":
+        return finetune_lota(visual, head, images, labels, config, spec.lota, device)
     if paradigm == "talos":
         mask = calibrate_mask(visual, head.to(device), images, spec.talos)
     else:
         mask = trainable_mask(visual, paradigm)
-    finetune(visual, head, images, labels, ft_config, mask, device=device)
-    (out / paradigm).mkdir(exist_ok=True)
-    meta = {"arch": ARCH_NAME, "task": task, "paradigm": paradigm}
-    save_state_dict(_visual_state(visual, dtype), out / paradigm / f"{task}.safetensors", meta)
-    if paradigm == "talos":
-        save_state_dict(mask, out / paradigm / f"{task}.mask.safetensors", meta)
+    finetune(visual, head, images, labels, config, mask, device=device)
+    return mask

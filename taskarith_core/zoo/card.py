@@ -18,7 +18,7 @@ import pandas as pd
 from ..io import atomic_path
 from ..progress import Progress, no_progress
 from .claims import acceptance_checks, negation_summary, pack_correct, paper_claims
-from .source import PARADIGMS, load_zoo
+from .source import load_zoo, zoo_paradigms
 
 __all__ = [
     "ADDITION_METHODS",
@@ -36,11 +36,22 @@ ADDITION_METHODS = {
     "full": ("ta", "ties", "sta-lp", "sta-amp", "sta-lpamp", "sta-random"),
     "attention": ("ta", "sta-lp", "sta-random"),
     "talos": ("ta", "talos-mask"),  # talos-mask: lambda range extended by 1 / (1 - k) (TaLoS A.1)
+    "linearized": ("ta",),  # merged and evaluated in the linearised model
+    "l-lora": ("ta",),
+    "lota": ("ta",),
 }
-NEGATION_METHODS = {"full": ("ta", "sta-lp"), "attention": ("ta",), "talos": ("ta", "talos-mask")}
+NEGATION_METHODS = {
+    "full": ("ta", "sta-lp"),
+    "attention": ("ta",),
+    "talos": ("ta", "talos-mask"),
+    "linearized": ("ta",),
+    "l-lora": ("ta",),
+    "lota": ("ta",),
+}
 #: merges re-run with other seeds for the Ns importance samples (lp against its random control)
 SEED_REPEATS = {"full": ("sta-lp", "sta-random")}
 QUICK = {"full": ("ta", "sta-lp"), "attention": ("ta",), "talos": ("talos-mask",)}
+QUICK.update({p: ("ta",) for p in ("linearized", "l-lora", "lota")})
 
 
 def _round(value: Any) -> Any:
@@ -133,17 +144,20 @@ def measure_card(
     device: Any = "cpu",
     progress: Progress = no_progress,
     quick: bool = False,
-    paradigms: Sequence[str] = PARADIGMS,
+    paradigms: Sequence[str] | None = None,
     previous: dict | None = None,
 ) -> dict:
-    """Measure ``paradigms`` (others are kept from ``previous``); checks once all are present."""
+    """Measure ``paradigms`` (default: all the zoo has; others are kept from ``previous``);
+    checks once all are present."""
+    have = zoo_paradigms(root)
+    paradigms = have if paradigms is None else list(paradigms)
     card: dict[str, Any] = {"paradigms": {}, "protocol": "chosen on val, reported on test"}
     if previous:
         card["paradigms"].update(previous.get("paradigms", {}))
     for index, paradigm in enumerate(paradigms):
         card["paradigms"][paradigm] = measure_paradigm(root, paradigm, device, quick)
         progress(index + 1, len(paradigms), paradigm)
-    if all(p in card["paradigms"] for p in PARADIGMS):
+    if all(p in card["paradigms"] for p in have):
         card["checks"] = acceptance_checks(card)
         card["claims"] = paper_claims(card)
     return card
@@ -299,16 +313,17 @@ def write_card(
     device: Any = "cpu",
     quick: bool = False,
     notes: list[str] | None = None,
-    paradigms: Sequence[str] = PARADIGMS,
+    paradigms: Sequence[str] | None = None,
 ) -> dict:
     """Measure the card of the zoo at ``root``; write ``card.json`` and ``README.md`` there.
 
     Measuring a subset of ``paradigms`` updates those entries of an existing ``card.json``."""
     root = Path(root)
     path = root / "card.json"
+    paradigms = zoo_paradigms(root) if paradigms is None else list(paradigms)
     previous = (
         json.loads(path.read_text())
-        if path.is_file() and set(paradigms) != set(PARADIGMS)
+        if path.is_file() and set(paradigms) != set(zoo_paradigms(root))
         else None
     )
     card = measure_card(root, device, progress, quick, paradigms, previous)

@@ -13,17 +13,17 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, TensorDataset
 
-from ..errors import InputError, describe
+from ..errors import InputError, describe, quote
 from ..io import load_state_dict
 from ..models.clip import register_arch
 from ..models.files import FileSource
 from .arch import ARCH_NAME, CompactTokenizer, to_float
+from .build import MASKED, PARADIGMS
 from .data import data_spec_from_root, load_split
 
-__all__ = ["BUILD_HINT", "PARADIGMS", "ZOO_ROOT", "ZooSource", "load_zoo"]
+__all__ = ["BUILD_HINT", "PARADIGMS", "ZOO_ROOT", "ZooSource", "load_zoo", "zoo_paradigms"]
 
 ZOO_ROOT = Path(__file__).resolve().parents[2] / "assets" / "zoo"
-PARADIGMS = ("full", "attention", "talos")
 BUILD_HINT = "run `python -m taskarith_core zoo build`"
 
 
@@ -46,16 +46,24 @@ class ZooSource(FileSource):
 
     def __init__(self, root: str | Path = ZOO_ROOT, paradigm: str = "full"):
         if paradigm not in PARADIGMS:
-            raise InputError(f"unknown paradigm {paradigm!r}: use one of {', '.join(PARADIGMS)}")
+            raise InputError(
+                f"unknown paradigm {quote(paradigm)}: use one of {', '.join(PARADIGMS)}"
+            )
         root = Path(root)
         info = _read_json(root / "tasks.json")
+        have = list(info.get("paradigms", PARADIGMS))
+        if paradigm not in have:
+            raise InputError(
+                f"{root}: this zoo has no {quote(paradigm)} checkpoints; use one of "
+                f"{', '.join(have)}, or {BUILD_HINT} --paradigms {paradigm}"
+            )
         arch = info.get("arch", ARCH_NAME)
         register_arch(_read_json(root / "config.json"), arch)
         tasks, control = list(info["tasks"]), info.get("control")
         folder = root / paradigm
         finetuned = {t: _require(folder / f"{t}.safetensors") for t in tasks}
         masks = None
-        if paradigm == "talos":
+        if paradigm in MASKED:
             masks = {t: _require(folder / f"{t}.mask.safetensors") for t in tasks}
         heads = load_state_dict(_require(root / "heads.safetensors"))
         names = {t: v["classnames"] for t, v in info["task_info"].items()}
@@ -70,6 +78,7 @@ class ZooSource(FileSource):
             templates={t: v["templates"] for t, v in info["task_info"].items()},
             control_task=control,
             talos_masks=masks,
+            paradigm=paradigm,
         )
         self.root, self.paradigm, self.info = root, paradigm, info
         self.data_spec = data_spec_from_root(root)
@@ -83,6 +92,12 @@ class ZooSource(FileSource):
         """uint8 images and labels (what training uses), without normalisation."""
         self._check_task(task)
         return load_split(task, split, spec=self.data_spec)
+
+
+def zoo_paradigms(root: str | Path | None = None) -> list[str]:
+    """The paradigms a built zoo holds (what its ``tasks.json`` lists), in display order."""
+    info = _read_json(Path(ZOO_ROOT if root is None else root) / "tasks.json")
+    return [p for p in info.get("paradigms", PARADIGMS) if p in PARADIGMS]
 
 
 def load_zoo(paradigm: str = "full", root: str | Path | None = None) -> ZooSource:
