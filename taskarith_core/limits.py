@@ -45,8 +45,8 @@ SUBSETS = 100
 SEED = 2**32 - 1
 #: torch CPU threads and xi worker threads
 THREADS = 256
-#: the run-config format this explorer reads and writes
-CONFIG_VERSION = 1
+#: the run-config format this explorer writes (it also reads version 1 and converts it)
+CONFIG_VERSION = 2
 
 
 def check_int(name: str, value: Any, low: int, high: int, echo: bool = True) -> int:

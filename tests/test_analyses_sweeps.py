@@ -9,7 +9,7 @@ from taskarith_core.analyses.stability import importance_stability
 from taskarith_core.analyses.sweeps import (
     METHODS,
     accuracy_sweep,
-    fisher_bottom_k_masks,
+    bottom_k_masks,
     method_spec,
     task_count_scaling,
 )
@@ -33,21 +33,21 @@ def test_method_table_names_the_papers_grids():
 
 def test_bottom_k_masks_keep_the_least_sensitive_fraction():
     scores = [{"visual.a": torch.arange(10.0), "visual.b": torch.arange(10.0, 20.0)}]
-    (mask,) = fisher_bottom_k_masks(scores, 0.9)
+    (mask,) = bottom_k_masks(scores, 0.9)
     assert int(mask["visual.a"].sum()) == 2 and int(mask["visual.b"].sum()) == 0
     assert mask["visual.a"][:2].all()
-    (mask,) = fisher_bottom_k_masks(scores, 0.0)
+    (mask,) = bottom_k_masks(scores, 0.0)
     assert all(bool(v.all()) for v in mask.values())
     frozen = {
         **scores[0],
         "visual.positional_embedding": torch.zeros(4),
         "visual.proj": torch.zeros(2),
     }
-    (mask,) = fisher_bottom_k_masks([frozen], 0.5)
+    (mask,) = bottom_k_masks([frozen], 0.5)
     assert not mask["visual.positional_embedding"].any() and not mask["visual.proj"].any()
     assert int(mask["visual.a"].sum()) == 10  # the lowest half of the 20 maskable entries
     with pytest.raises(InputError, match="sparsity"):
-        fisher_bottom_k_masks(scores, 1.0)
+        bottom_k_masks(scores, 1.0)
 
 
 def test_accuracy_sweep_rows_and_mean(tiny):

@@ -10,6 +10,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from taskarith_core.ui import merge_tab
 from taskarith_core.ui.common import config_from_source
 from taskarith_core.ui.page import build_page
 from taskarith_core.ui.sources import clear_explorers, explorer_for, register_source
@@ -41,9 +42,10 @@ def served(tmp_path_factory):
 
 
 def _merge_args(method: str = "task_arithmetic", lam: float = 0.3, tasks=TASKS, p: float = 0.5):
-    # tasks, method, importance, p, k, lambda, Ns, drop rate, agreement, TALL lambda, seed,
-    # evaluation images per task, split
-    return [tasks, method, "lp", p, 0.2, lam, 8, 0.5, 2, 0.4, 0, 0, "test"]
+    # tasks, method, importance, Ns, seed, evaluation images per task, split, then one value per
+    # parameter control (every method's, in merge_tab.PARAM_CONTROLS order)
+    values = merge_tab.param_values(method, {"lam": lam, "p": p})
+    return [tasks, method, "lp", 8, 0, 0, "test", *values]
 
 
 def test_page_is_served_on_localhost(served):
@@ -103,9 +105,8 @@ def test_eight_concurrent_users_each_get_their_own_answer(served):
                 settings,
                 tasks=TASKS,
                 method="task_arithmetic",
-                lam=lam,
+                params={"lam": lam},
                 samples=8,
-                drop_rate=0.5,
             )
         )
         shown = [row[3] for row in table["data"]]

@@ -143,7 +143,7 @@ def test_merge_in_the_browser_matches_the_cli(browser_page, tmp_path):
     if len(names) == 2:
         last.click()  # ... and tick again: a merge needs two tasks
     ticked = names if len(names) == 2 else names[:-1]
-    number = page.locator("#merge-p input[type=number]")
+    number = page.locator("#merge-sta-p input[type=number]")
     number.fill("0.85")
     number.press("Enter")
     _wait_text(page, "#merge-kept", "p = 0.85")

@@ -37,12 +37,10 @@ def base(tmp_path_factory):
     clear_explorers()
 
 
-def _merge_cfg(
-    base, method="task_arithmetic", tasks=TASKS, importance="lp", p=0.5, k=0.2, lam=0.3, seed=0
-):
-    return merge_tab.merge_config(
-        base, tasks, method, importance, p, k, lam, 8, 0.5, 2, 0.4, seed, 0, "test"
-    )
+def _merge_cfg(base, method="task_arithmetic", tasks=TASKS, importance="lp", seed=0, **params):
+    """The Merge tab's config with these parameter values (the method's others at defaults)."""
+    values = merge_tab.param_values(method, params)
+    return merge_tab.merge_config(base, tasks, method, importance, 8, seed, 0, "test", *values)
 
 
 def _service(base):
@@ -52,14 +50,13 @@ def _service(base):
 
 
 @pytest.mark.parametrize(
-    "method", ["sta", "task_arithmetic", "ties", "dare", "consensus", "talos_mask"]
+    "method", ["sta", "task_arithmetic", "ties", "dare", "consensus", "masked_arithmetic"]
 )
 def test_every_method_gives_a_per_task_table_and_figure(base, method):
     cfg = _merge_cfg(
         base,
         method,
-        importance="fisher" if method == "talos_mask" else "lp",
-        k=0.9 if method == "talos_mask" else 0.2,
+        importance="fisher" if method == "masked_arithmetic" else "lp",
     )
     table, figure, mean, history, frame = merge_tab.run_merge(cfg, [])
     assert list(table["task"]) == TASKS
@@ -86,7 +83,7 @@ def test_history_accumulates_runs_side_by_side(base):
     for lam in (0.1, 0.5):
         *_, history, frame = merge_tab.run_merge(_merge_cfg(base, lam=lam), history)
     assert frame["run"].tolist() == [1, 2]
-    assert frame["settings"].tolist() == ["lam=0.1", "lam=0.5"]
+    assert [s.split(",")[0] for s in frame["settings"]] == ["lam=0.1", "lam=0.5"]
     assert set(TASKS) <= set(frame.columns)
 
 
@@ -118,9 +115,12 @@ def test_fraction_kept_beside_p_matches_the_masks(base):
         kept = sum(int(m.sum()) for mask in masks.values() for m in mask.values())
         total = sum(m.numel() for mask in masks.values() for m in mask.values())
         assert kept / total == pytest.approx(sta_fraction_kept(p, 3), abs=1e-3)
-    assert "66.7%" in merge_tab.fraction_text("sta", 0.3, 0.2, 3)
-    assert "only 2 distinct masks exist, at p = 0, 0.5" in merge_tab.fraction_text("sta", 0.3, 0, 3)
-    assert "90%" in merge_tab.fraction_text("talos_mask", 0.3, 0.1, 3)
+    assert "66.7%" in merge_tab.fraction_text("sta", {"p": 0.3}, 3)
+    assert "only 2 distinct masks exist, at p = 0, 0.5" in merge_tab.fraction_text(
+        "sta", {"p": 0.3}, 3
+    )
+    assert "90%" in merge_tab.fraction_text("masked_arithmetic", {"sparsity": 0.1}, 3)
+    assert "20%" in merge_tab.fraction_text("ties", {"keep": 0.2, "lam": 1.0}, 3)
 
 
 def test_masks_views_heatmap_iou_and_drill_down(base):
@@ -173,7 +173,7 @@ def test_forget_lowers_the_target_and_shows_images(base):
 
 def test_user_mistakes_are_sentences(base):
     with pytest.raises(InputError, match="tick at least two"):
-        merge_tab.merge_config(base, [], "sta", "lp", 0.5, 0.2, 0.3, 8, 0.5, 2, 0.4, 0, 0, "test")
+        merge_tab.merge_config(base, [], "sta", "lp", 8, 0, 0, "test")
     with pytest.raises(InputError, match="tick two or more tasks"):
         merge_tab.run_merge(_merge_cfg(base, tasks=["task0"]), [])
     with pytest.raises(InputError, match="outside"):
@@ -204,7 +204,7 @@ def test_user_errors_shows_gr_error_without_traceback():
 
 
 def test_uploaded_config_restores_the_controls(base):
-    cfg = _merge_cfg(base, "ties", k=0.35, lam=0.9)
+    cfg = _merge_cfg(base, "ties", keep=0.35, lam=0.9)
     values = merge_tab.controls_from_config(RunConfig.from_json(cfg.to_json()))
     source, *controls = values
     again = merge_tab.merge_config(source, *controls)

@@ -26,9 +26,8 @@ def _page_table(source: dict, method: str, lam: float, p: float) -> tuple:
     from taskarith_core.ui.sources import explorer_for
 
     tasks = explorer_for(config_from_source(source)).tasks
-    cfg = merge_tab.merge_config(
-        source, tasks, method, "lp", p, 0.2, lam, 8, 0.5, 2, 0.4, 0, 0, "test"
-    )
+    values = merge_tab.param_values(method, {"lam": lam, "p": p})
+    cfg = merge_tab.merge_config(source, tasks, method, "lp", 8, 0, 0, "test", *values)
     table, *_ = merge_tab.run_merge(cfg, [])
     return cfg, percent_table(table)
 

@@ -55,13 +55,13 @@ def _masks_for(opts, source, tasks, device) -> dict[str, dict] | None:
         return talos_masks(source, tasks)
     if getattr(opts, "masks", "none") == "fisher":
         from ._common import resolve_tasks, task_importances
-        from .sweeps import fisher_bottom_k_masks
+        from .sweeps import bottom_k_masks
 
         tasks = resolve_tasks(source, tasks)
         scores = task_importances(
             source, tasks, "fisher", samples=opts.ns, seed=opts.seed, device=device
         )
-        return dict(zip(tasks, fisher_bottom_k_masks(scores, opts.k)))
+        return dict(zip(tasks, bottom_k_masks(scores, opts.k)))
     return None
 
 

@@ -35,7 +35,7 @@ __all__ = [
     "SideInputs",
     "accuracy_sweep",
     "evaluate_merged",
-    "fisher_bottom_k_masks",
+    "bottom_k_masks",
     "method_spec",
     "prepare_method",
     "task_count_scaling",
@@ -104,16 +104,17 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def fisher_bottom_k_masks(
-    scores: Sequence[Mapping[str, torch.Tensor]], k: float
+def bottom_k_masks(
+    scores: Sequence[Mapping[str, torch.Tensor]], sparsity: float
 ) -> list[dict[str, torch.Tensor]]:
     """TaLoS-style post-hoc masks: among the maskable tensors (not the embeddings or the final
-    projection, as in TaLoS), keep the (1 - k) fraction of entries with the lowest Fisher score
-    over the whole model (k = fraction frozen); ties at the threshold are kept."""
+    projection, as in TaLoS), keep the (1 - sparsity) fraction of entries with the lowest score
+    (Fisher, or any importance) over the whole model; ties at the threshold are kept."""
     from ..zoo.talos import is_maskable
 
+    k = sparsity
     if not 0.0 <= k < 1.0:
-        raise InputError(f"sparsity k={k} is outside [0, 1); choose the fraction to freeze")
+        raise InputError(f"sparsity={k} is outside [0, 1); choose the fraction to freeze")
     masks = []
     for score in scores:
         maskable = [v.float().reshape(-1) for key, v in score.items() if is_maskable(key)]
@@ -163,7 +164,7 @@ class SideInputs:
             return {**params, "masks": self.tensors}
         if self.kind == "fisher":
             rest = {k: v for k, v in params.items() if k != "k"}
-            return {**rest, "masks": fisher_bottom_k_masks(self.tensors, float(params["k"]))}
+            return {**rest, "masks": bottom_k_masks(self.tensors, float(params["k"]))}
         return params
 
 

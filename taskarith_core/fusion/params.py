@@ -68,31 +68,27 @@ class Param:
         whole = "a whole number in " if self.kind == "int" else ""
         return f"{whole}{left}{low}, {high}{right}"
 
-    def check(self, value: Any, owner: str = "") -> Any:
-        """The value converted to this parameter's kind, or an InputError naming the range."""
+    def check(self, value: Any, owner: str = "", echo: bool = True) -> Any:
+        """The value converted to this parameter's kind, or an InputError naming the range.
+
+        ``echo=False`` for a value read from a file: the sentence then does not repeat it."""
         where = f"{owner} " if owner else ""
+        shown = f"{where}{self.name}={quote(value)}" if echo else f"{where}{self.name}"
         if self.kind == "choice":
             if value not in self.choices:
-                raise InputError(
-                    f"{where}{self.name}={quote(value)} is not {self.range_text()}; pick one of "
-                    "those"
-                )
+                raise InputError(f"{shown} is not {self.range_text()}; pick one of those")
             return value
         if self.kind == "bool":
             if not isinstance(value, bool):
-                raise InputError(f"{where}{self.name}={quote(value)} must be true or false")
+                raise InputError(f"{shown} must be true or false")
             return value
         number = _as_number(value, self.kind == "int")
         if number is None:
             kind = "a whole number" if self.kind == "int" else "a finite number"
-            raise InputError(
-                f"{where}{self.name}={quote(value)} is not {kind}; use {self.range_text()}"
-            )
+            raise InputError(f"{shown} is not {kind}; use {self.range_text()}")
         if not self._in_range(number):
-            raise InputError(
-                f"{where}{self.name}={_num(number)} is outside {self.range_text()}; choose a "
-                "value inside"
-            )
+            shown = f"{where}{self.name}={_num(number)}" if echo else f"{where}{self.name}"
+            raise InputError(f"{shown} is outside {self.range_text()}; choose a value inside")
         return number
 
     def _in_range(self, value: float) -> bool:

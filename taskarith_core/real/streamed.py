@@ -192,7 +192,7 @@ def _fisher_thresholds(
     inputs: _Inputs, scores: Sequence[Callable[[str], torch.Tensor]], ks: Sequence[float]
 ) -> dict[tuple[int, float], float]:
     """Per (task, k): the ``round((1 - k) n)``-th smallest maskable score, the threshold
-    :func:`taskarith_core.analyses.sweeps.fisher_bottom_k_masks` takes, in two passes."""
+    :func:`taskarith_core.analyses.sweeps.bottom_k_masks` takes, in two passes."""
     from ..select import kth_smallest_many
     from ..zoo.talos import is_maskable
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..runconfig import RunConfig
+from ..runconfig import NEGATE_CHOICES, RunConfig, page_params
 from .common import (
     config_from_source,
     explorer,
@@ -69,12 +69,18 @@ def forget_config(
         tasks=[target],
         method=method,
         importance=importance,
-        lam=float(lam),
-        p=float(p),
+        params=_chosen({"lam": float(lam), "p": float(p)}, method),
         samples=int(samples),
         seed=int(seed),
         max_samples=int(max_samples) if max_samples else None,
     )
+
+
+def _chosen(values: dict[str, Any], method: str) -> dict[str, Any]:
+    """The controls' values that the method takes (the others stay on screen, unused)."""
+    if method not in NEGATE_CHOICES:
+        return {}  # the config names the unknown method
+    return {p.name: values[p.name] for p in page_params("negate", method) if p.name in values}
 
 
 def run_forget(cfg: RunConfig, progress: Any = None) -> tuple[pd.DataFrame, str]:
@@ -84,7 +90,7 @@ def run_forget(cfg: RunConfig, progress: Any = None) -> tuple[pd.DataFrame, str]
     text = (
         f"**{cfg.target}**: {percent_text(target['before'])} -> "
         f"**{percent_text(target['after'])}** "
-        f"with `{cfg.method}` ({', '.join(f'{n}={getattr(cfg, n)}' for n in cfg.used_params())})."
+        f"with `{cfg.method}` ({cfg.settings_text()})."
     )
     if len(table) > 1:
         control = table.iloc[1]
@@ -121,7 +127,7 @@ def negation_curve(cfg: RunConfig, progress: Any = None) -> Any:
     )
     name = "task arithmetic" if method == "ta" else method
     figure = negation_figure(frame, title=f"Forgetting {cfg.target} with {name}")
-    current = cfg.lam if cfg.method == "task_arithmetic" else cfg.p
+    current = cfg.param("lam") if cfg.method == "task_arithmetic" else cfg.param("p")
     figure.add_vline(
         x=current,
         line_dash="dot",
@@ -167,8 +173,8 @@ def forget_controls_from_config(cfg: RunConfig) -> list[Any]:
         cfg.target,
         cfg.method,
         cfg.importance,
-        cfg.lam,
-        cfg.p,
+        cfg.params.get("lam", 1.0),
+        cfg.params.get("p", 0.9),
         cfg.samples,
         cfg.seed,
         cfg.max_samples or 0,

@@ -1,7 +1,8 @@
 """Masks tab: per-layer selection rates (tasks x layers, by kind), mask IoU, per-tensor drill-down.
 
-Moving p or k only rebuilds the masks from cached importances (the Explorer's memo), so the
-heatmap follows the slider; the drill-down draws each task's mask of one 2-D tensor as an image.
+Moving p or the sparsity only rebuilds the masks from cached importances (the Explorer's memo),
+so the heatmap follows the slider; the drill-down draws each task's mask of one 2-D tensor as an
+image.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ __all__ = [
 
 MASK_KINDS = [
     ("STA crossmasking (quantile p)", "sta"),
-    ("TaLoS-style bottom-k (sparsity k)", "talos_mask"),
+    ("TaLoS-style bottom-k (sparsity)", "masked_arithmetic"),
 ]
 KIND_CHOICES = ["all", "attention", "mlp", "layernorm", "embedding", "other"]
 _MAX_SIDE = 384  # drill-down images are pooled down to at most this many pixels per side
@@ -44,7 +45,7 @@ def mask_config(
     mask_kind: str,
     importance: str,
     p: float,
-    k: float,
+    sparsity: float,
     samples: float,
     seed: float,
 ) -> RunConfig:
@@ -57,15 +58,14 @@ def mask_config(
         method=mask_kind,
         tasks=list(tasks),
         importance=importance,
-        p=float(p),
-        k=float(k),
+        params={"p": float(p)} if mask_kind == "sta" else {"sparsity": float(sparsity)},
         samples=int(samples),
         seed=int(seed),
     )
 
 
 def mask_views(cfg: RunConfig, kind: str) -> tuple[Any, str, list[str]]:
-    """(selection-rate heatmap, summary line, tensor names) at the config's p or k."""
+    """(selection-rate heatmap, summary line, tensor names) at the config's p or sparsity."""
     from ..analyses.figures import rates_figure
     from ..analyses.geometry import pool_rates, rates_table
 
@@ -98,9 +98,10 @@ def iou_view(cfg: RunConfig) -> Any:
 
 
 def _title(cfg: RunConfig) -> str:
-    if cfg.method == "talos_mask":
-        return f"TaLoS-style bottom-k masks, k={cfg.k:.2f}, importance {cfg.importance}"
-    return f"STA masks, p={cfg.p:.2f}, importance {cfg.importance}"
+    if cfg.method == "sta":
+        return f"STA masks, p={cfg.param('p'):.2f}, importance {cfg.importance}"
+    sparsity = cfg.param("sparsity")
+    return f"TaLoS-style bottom-k masks, sparsity={sparsity:.2f}, importance {cfg.importance}"
 
 
 def mask_summary(masks: dict[str, dict[str, Any]]) -> str:
@@ -191,7 +192,7 @@ def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
             mask_kind = gr.Radio(MASK_KINDS, value="sta", label="Masks")
             importance = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance metric")
             p = gr.Slider(0, 1, value=0.8, step=0.01, label="Quantile p", elem_id="masks-p")
-            k = gr.Slider(0, 0.99, value=0.9, step=0.01, label="Sparsity k (fraction frozen)")
+            k = gr.Slider(0, 0.99, value=0.9, step=0.01, label="Sparsity (fraction frozen)")
             samples = gr.Slider(1, 256, value=32, step=1, label="Ns (samples for lp / fisher)")
             seed = gr.Number(0, precision=0, label="Seed")
             kind = gr.Radio(KIND_CHOICES, value="all", label="Tensor kind in the heatmap")

@@ -13,7 +13,9 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import InputError
-from ..runconfig import RunConfig
+from ..fusion import MERGE_METHODS
+from ..fusion.params import Param
+from ..runconfig import MERGE_CHOICES, RunConfig, page_params
 from ..sta_levels import distinct_p_text
 from .common import (
     DEFAULT_SOURCE,
@@ -25,6 +27,7 @@ from .common import (
     write_figures,
     write_text,
 )
+from .param_controls import param_control
 from .results import (
     HISTORY_COLUMNS,
     PERCENT_COLUMNS,
@@ -39,11 +42,13 @@ from .results import (
 __all__ = [
     "IMPORTANCE_LABELS",
     "METHOD_LABELS",
+    "PARAM_CONTROLS",
     "PAGE_EVAL_SAMPLES",
     "build_merge_tab",
     "controls_from_config",
     "fraction_text",
     "merge_config",
+    "param_values",
     "read_uploaded_config",
     "run_merge",
     "save_merged_model",
@@ -54,14 +59,22 @@ __all__ = [
 #: a seeded subset (e.g. 500) keeps runs on large models or busy machines interactive
 PAGE_EVAL_SAMPLES = 0
 
+DEFAULT_METHOD = "sta"
+
+
+def _label(method: str) -> str:
+    spec = MERGE_METHODS[method]
+    return spec.summary if spec.summary.startswith(spec.short) else f"{spec.short}: {spec.summary}"
+
+
+#: (label, method) of every method the page can run: the registry's, with its one-line summary
 METHOD_LABELS = [
-    ("STA (quantile p, no coefficient)", "sta"),
-    ("Task arithmetic (lambda)", "task_arithmetic"),
-    ("TIES (top-k, lambda)", "ties"),
-    ("DARE (drop rate, lambda)", "dare"),
-    ("Consensus / TALL (lambda)", "consensus"),
-    ("TaLoS-mask arithmetic (sparsity k, lambda)", "talos_mask"),
+    (f"{MERGE_METHODS[m].short}: {MERGE_METHODS[m].summary}", m) for m in MERGE_CHOICES
 ]
+#: (method, parameter) of every parameter control, in the order ``merge_config`` takes them
+PARAM_CONTROLS: tuple[tuple[str, Param], ...] = tuple(
+    (method, param) for method in MERGE_CHOICES for param in page_params("merge", method)
+)
 IMPORTANCE_LABELS = [
     ("lp: loss preservation (STA Eq. 12)", "lp"),
     ("amp: amplitude theta^2", "amp"),
@@ -77,50 +90,48 @@ def merge_config(
     tasks: list[str],
     method: str,
     importance: str,
-    p: float,
-    k: float,
-    lam: float,
     samples: float,
-    drop_rate: float,
-    agreement: float,
-    tall_lambda: float,
     seed: float,
     max_samples: float | None,
     split: str,
+    *param_values: Any,
 ) -> RunConfig:
-    """The run config of the Merge tab's controls (values as the page sends them)."""
+    """The run config of the Merge tab's controls (values as the page sends them): the fixed
+    settings, then one value per entry of ``PARAM_CONTROLS`` (only the chosen method's are read)."""
     if not tasks:
         raise InputError("no task is ticked; tick at least two tasks to merge")
+    params = {p.name: v for (m, p), v in zip(PARAM_CONTROLS, param_values) if m == method}
     return config_from_source(
         source,
         action="merge",
         tasks=list(tasks),
         method=method,
+        params=params,
         importance=importance,
-        p=float(p),
-        k=float(k),
-        lam=float(lam),
         samples=int(samples),
-        drop_rate=float(drop_rate),
-        agreement=int(agreement),
-        tall_lambda=float(tall_lambda),
         seed=int(seed),
         max_samples=int(max_samples) if max_samples else None,
         split=split,
     )
 
 
-def fraction_text(method: str, p: float, k: float, n_tasks: int) -> str:
-    """What the slider values mean in kept entries, shown beside the sliders."""
+def param_values(method: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """Values of every parameter control: ``params`` for the method's own, defaults elsewhere."""
+    params = params or {}
+    return [params.get(p.name, p.default) if m == method else p.default for m, p in PARAM_CONTROLS]
+
+
+def fraction_text(method: str, params: dict[str, Any], n_tasks: int) -> str:
+    """What the chosen method's parameters mean in kept entries, shown beside its controls."""
     if method == "sta":
+        p = float(params.get("p", 0.7))
         return f"{sta_kept_text(p, n_tasks)} {distinct_p_text(n_tasks)}".rstrip()
-    if method == "ties":
-        return f"TIES keeps the top **{k:.0%}** of each task vector by magnitude."
-    if method == "talos_mask":
-        return f"TaLoS-mask keeps the **{1 - k:.0%}** least important entries of each tensor."
-    if method == "dare":
-        return "DARE: drop rate in the advanced settings; k and p are not used."
-    return "p and k are not used by this method; lambda scales the summed task vectors."
+    if "keep" in params:
+        return f"Keeps the top **{float(params['keep']):.0%}** of each task vector by magnitude."
+    if "sparsity" in params:
+        kept = 1 - float(params["sparsity"])
+        return f"Bottom-k masks keep the **{kept:.0%}** least important entries of each task."
+    return MERGE_METHODS[method].summary if method in MERGE_METHODS else ""
 
 
 def run_merge(cfg: RunConfig, history: list[dict] | None, progress: Any = None):
@@ -133,7 +144,7 @@ def run_merge(cfg: RunConfig, history: list[dict] | None, progress: Any = None):
 
 
 def _title(cfg: RunConfig) -> str:
-    used = ", ".join(f"{name}={getattr(cfg, name)}" for name in cfg.used_params())
+    used = cfg.settings_text()
     return f"{cfg.method} ({used}) on {len(cfg.tasks)} tasks"
 
 
@@ -146,23 +157,31 @@ def _downloads(cfg: RunConfig, figure: Any, history: list[dict]) -> list[str]:
 
 
 def _controls_column(task_names: list[str]) -> dict[str, Any]:
-    """Left column: every setting of a merge run, in RunConfig order, and the Run button."""
+    """Left column: tasks, method, the chosen method's parameters (one control per parameter of
+    every method, only the chosen method's visible), evaluation settings and the Run button."""
     c: dict[str, Any] = {}
     c["tasks"] = gr.CheckboxGroup(
         task_names, value=task_names, label="Tasks", elem_id="merge-tasks"
     )
-    c["method"] = gr.Dropdown(METHOD_LABELS, value="sta", label="Method", elem_id="merge-method")
-    c["importance"] = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance metric")
-    c["p"] = gr.Slider(0, 1, value=0.8, step=0.01, label="Quantile p (STA)", elem_id="merge-p")
-    c["k"] = gr.Slider(0, 1, value=0.2, step=0.01, label="k (TIES kept / TaLoS frozen)")
-    c["kept"] = gr.Markdown(fraction_text("sta", 0.8, 0.2, len(task_names)), elem_id="merge-kept")
-    c["lam"] = gr.Slider(0, 2, value=0.3, step=0.05, label="lambda (task-vector coefficient)")
-    c["samples"] = gr.Slider(1, 256, value=32, step=1, label="Ns (samples for lp / fisher)")
+    c["method"] = gr.Dropdown(
+        METHOD_LABELS, value=DEFAULT_METHOD, label="Method", elem_id="merge-method"
+    )
+    c["groups"], c["params"] = {}, []
+    for method in MERGE_CHOICES:
+        with gr.Group(visible=method == DEFAULT_METHOD) as group:
+            for m, param in PARAM_CONTROLS:
+                if m == method:
+                    control = param_control(param, param.default, f"merge-{method}-{param.name}")
+                    c["params"].append(control)
+        c["groups"][method] = group
+    c["kept"] = gr.Markdown(
+        fraction_text(DEFAULT_METHOD, {}, len(task_names)), elem_id="merge-kept"
+    )
+    with gr.Group(visible=_reads_importance(DEFAULT_METHOD)) as c["importance_group"]:
+        c["importance"] = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance metric")
+        c["samples"] = gr.Slider(1, 256, value=32, step=1, label="Ns (samples for lp / fisher)")
     with gr.Accordion("Advanced", open=False):
-        c["drop_rate"] = gr.Slider(0, 0.99, value=0.9, step=0.01, label="DARE drop rate")
-        c["agreement"] = gr.Slider(1, 8, value=2, step=1, label="Consensus: min. agreeing tasks")
-        c["tall_lambda"] = gr.Slider(0, 2, value=0.4, step=0.05, label="Consensus: TALL lambda_t")
-        c["seed"] = gr.Number(0, precision=0, label="Seed (importance samples, DARE, random)")
+        c["seed"] = gr.Number(0, precision=0, label="Seed of the importance samples")
         c["max_samples"] = gr.Number(
             PAGE_EVAL_SAMPLES,
             precision=0,
@@ -172,6 +191,16 @@ def _controls_column(task_names: list[str]) -> dict[str, Any]:
         c["split"] = gr.Radio(["test", "val"], value="test", label="Evaluation split")
     c["run"] = gr.Button("Run", variant="primary", elem_id="merge-run")
     return c
+
+
+def _reads_importance(method: str) -> bool:
+    return MERGE_METHODS[method].needs is not None
+
+
+def _method_switch(method: str) -> list[Any]:
+    """Show the chosen method's controls (and the importance settings if it reads them)."""
+    shown = [gr.update(visible=m == method) for m in MERGE_CHOICES]
+    return [*shown, gr.update(visible=_reads_importance(method))]
 
 
 def _results_column() -> dict[str, Any]:
@@ -199,22 +228,8 @@ def _results_column() -> dict[str, Any]:
     return r
 
 
-#: the Merge tab's controls in the order ``merge_config`` takes them
-CONTROL_NAMES = (
-    "tasks",
-    "method",
-    "importance",
-    "p",
-    "k",
-    "lam",
-    "samples",
-    "drop_rate",
-    "agreement",
-    "tall_lambda",
-    "seed",
-    "max_samples",
-    "split",
-)
+#: the Merge tab's fixed controls, in the order ``merge_config`` takes them (then PARAM_CONTROLS)
+CONTROL_NAMES = ("tasks", "method", "importance", "samples", "seed", "max_samples", "split")
 
 
 def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
@@ -225,15 +240,20 @@ def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
             c = _controls_column(task_names)
         with gr.Column(scale=2):
             r = _results_column()
-    controls = [c[name] for name in CONTROL_NAMES]
-    kept_inputs = [c["method"], c["p"], c["k"], c["tasks"]]
+    controls = [c[name] for name in CONTROL_NAMES] + c["params"]
+    groups = [c["groups"][m] for m in MERGE_CHOICES] + [c["importance_group"]]
+    c["method"].change(
+        _method_switch, c["method"], groups, show_progress="hidden", api_visibility="private"
+    )
+
+    def kept(method, tasks, *values):
+        chosen = {p.name: v for (m, p), v in zip(PARAM_CONTROLS, values) if m == method}
+        return fraction_text(method, chosen, len(tasks or []))
+
+    kept_inputs = [c["method"], c["tasks"], *c["params"]]
     for control in kept_inputs:
         control.change(
-            lambda m, pv, kv, ts: fraction_text(m, pv, kv, len(ts or [])),
-            kept_inputs,
-            c["kept"],
-            show_progress="hidden",
-            api_visibility="private",
+            kept, kept_inputs, c["kept"], show_progress="hidden", api_visibility="private"
         )
 
     @user_errors
@@ -290,20 +310,20 @@ def controls_from_config(cfg: RunConfig) -> list[Any]:
     """Source settings + the Merge tab's control values of an uploaded config, in control order."""
     if cfg.action != "merge":
         raise InputError("this run config is a forgetting run; load it in the Forget tab")
+    if any(isinstance(v, list) for v in cfg.params.values()):
+        raise InputError(
+            "this run config sets one value per task, which the page cannot show; run it with "
+            "`python -m taskarith_core run --config`"
+        )
     tasks = cfg.tasks or explorer(cfg).tasks
     return [
         source_settings(cfg),
         tasks,
         cfg.method,
         cfg.importance,
-        cfg.p,
-        cfg.k,
-        cfg.lam,
         cfg.samples,
-        cfg.drop_rate,
-        cfg.agreement,
-        cfg.tall_lambda,
         cfg.seed,
         cfg.max_samples or 0,
         cfg.split,
+        *param_values(cfg.method, cfg.params),
     ]

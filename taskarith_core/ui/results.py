@@ -121,7 +121,7 @@ def history_row(cfg: RunConfig, table: pd.DataFrame, run: int) -> dict[str, Any]
         "run": run,
         "source": f"zoo/{cfg.paradigm}" if cfg.source == "zoo" else str(cfg.manifest),
         "method": cfg.method,
-        "settings": ", ".join(f"{n}={getattr(cfg, n)}" for n in cfg.used_params()),
+        "settings": cfg.settings_text(),
         "tasks": len(table),
         "mean": round(100 * float(table["merged"].mean()), 2),
         "mean normalised": round(100 * float(table["normalised"].mean()), 2),

@@ -19,7 +19,7 @@ from ..importance import compute_importance
 from ..masks import Mask, lower_rank, sta_fusion_masks, sta_negation_mask
 from ..models.source import ModelSource
 from ..progress import Progress, no_progress
-from ..runconfig import RunConfig
+from ..runconfig import RunConfig, method_spec
 from ..taskvec import StateDict
 from .cache import Memo
 
@@ -96,30 +96,32 @@ class Explorer:
         floor((N-1) p) (masks.lower_rank), so a slider move within one step reuses them."""
         chosen = self.resolve_tasks(tasks if tasks is not None else cfg.tasks)
         samples = cfg.samples if cfg.importance in MODEL_METRICS else 0
-        if cfg.method == "talos_mask":
-            level: tuple = ("k", cfg.k)
+        if cfg.method == "sta":
+            level: tuple = ("rank", lower_rank(len(chosen), cfg.param("p")))
         else:
-            level = ("rank", lower_rank(len(chosen), cfg.p))
+            level = ("sparsity", cfg.param("sparsity"))
         return (tuple(chosen), cfg.importance, samples, cfg.seed, level)
 
     def masks(self, cfg: RunConfig, tasks: Sequence[str] | None = None) -> dict[str, Mask]:
-        """Per-task masks of an STA (p) or TaLoS-mask (k) run: what the Masks tab draws."""
+        """Per-task masks of an STA run (quantile p) or of a method that reads masks (bottom-k
+        masks at ``sparsity``): what the Masks tab draws and what the merge applies."""
         chosen = self.resolve_tasks(tasks if tasks is not None else cfg.tasks)
 
         def compute() -> dict[str, Mask]:
             imps = [self.importance(t, cfg.importance, cfg.samples, cfg.seed) for t in chosen]
-            if cfg.method == "talos_mask":
-                from ..analyses.sweeps import fisher_bottom_k_masks
+            if cfg.method == "sta":
+                return dict(zip(chosen, sta_fusion_masks(imps, cfg.param("p"))))
+            from ..analyses.sweeps import bottom_k_masks
 
-                return dict(zip(chosen, fisher_bottom_k_masks(imps, cfg.k)))
-            return dict(zip(chosen, sta_fusion_masks(imps, cfg.p)))
+            return dict(zip(chosen, bottom_k_masks(imps, cfg.param("sparsity"))))
 
         return self._masks.get(self.mask_key(cfg, chosen), compute)
 
     def result_key(self, cfg: RunConfig) -> tuple:
         """Cache key of a merged model / its accuracies (an STA merge: p through its rank)."""
         if cfg.action == "merge" and cfg.method == "sta":
-            return cfg.key(p_rank=lower_rank(len(self.resolve_tasks(cfg.tasks)), cfg.p))
+            n_tasks = len(self.resolve_tasks(cfg.tasks))
+            return cfg.key(p_rank=lower_rank(n_tasks, cfg.param("p")))
         return cfg.key()
 
     def merged_state(self, cfg: RunConfig, progress: Progress = no_progress) -> StateDict:
@@ -127,44 +129,39 @@ class Explorer:
         return self._states.get(self.result_key(cfg), lambda: self._edit(cfg, progress))
 
     def _edit(self, cfg: RunConfig, progress: Progress) -> StateDict:
+        """The method's spec says which side input to make; its parameters come from the config
+        by name, so a registered method needs nothing here."""
         if cfg.action == "negate":
             return self._negated(cfg, progress)
         tasks = self.resolve_tasks(cfg.tasks)
         pre = self.pretrained()
         fts = [self.finetuned(t) for t in tasks]
-        method = cfg.method
-        if method in ("sta", "talos_mask"):
-            imps = []
-            for index, task in enumerate(tasks):
-                progress(index, len(tasks), f"importance {cfg.importance} of {task}")
-                imps.append(self.importance(task, cfg.importance, cfg.samples, cfg.seed))
-            progress(len(tasks), len(tasks), "merging")
-            if method == "sta":
-                return merge("sta", pre, fts, importances=imps, p=cfg.p)
+        needs = method_spec("merge", cfg.method).needs
+        side: dict = {}
+        if needs == "importances":
+            side["importances"] = self._importances(cfg, tasks, progress)
+        elif needs == "masks":
+            self._importances(cfg, tasks, progress)
             masks = self.masks(cfg, tasks)
-            return merge(
-                "masked_arithmetic", pre, fts, masks=[masks[t] for t in tasks], lam=cfg.lam
-            )
-        params = {
-            "task_arithmetic": {"lam": cfg.lam},
-            "ties": {"keep": cfg.k, "lam": cfg.lam},
-            "dare": {"dare_rate": cfg.drop_rate, "lam": cfg.lam, "dare_seed": cfg.seed},
-            "consensus": {
-                "lam": cfg.lam,
-                "tall_lambda": cfg.tall_lambda,
-                "agreement": cfg.agreement,
-            },
-        }[method]
-        return merge(method, pre, fts, **params)
+            side["masks"] = [masks[t] for t in tasks]
+        progress(len(tasks), len(tasks), "merging")
+        return merge(cfg.method, pre, fts, **cfg.method_params(), **side)
+
+    def _importances(self, cfg: RunConfig, tasks: list[str], progress: Progress) -> list:
+        imps = []
+        for index, task in enumerate(tasks):
+            progress(index, len(tasks), f"importance {cfg.importance} of {task}")
+            imps.append(self.importance(task, cfg.importance, cfg.samples, cfg.seed))
+        return imps
 
     def _negated(self, cfg: RunConfig, progress: Progress) -> StateDict:
         target = self.negation_target(cfg)
         pre = self.pretrained()
-        if cfg.method == "sta":
+        side: dict = {}
+        if method_spec("negate", cfg.method).needs == "importance":
             progress(0, 1, f"importance {cfg.importance} of {target}")
-            imp = self.importance(target, cfg.importance, cfg.samples, cfg.seed)
-            return negate("sta", pre, pre, self.finetuned(target), importance=imp, p=cfg.p)
-        return negate("task_arithmetic", pre, pre, self.finetuned(target), lam=cfg.lam)
+            side["importance"] = self.importance(target, cfg.importance, cfg.samples, cfg.seed)
+        return negate(cfg.method, pre, pre, self.finetuned(target), **cfg.method_params(), **side)
 
     def negation_target(self, cfg: RunConfig) -> str:
         if cfg.target not in self.tasks:
@@ -177,8 +174,9 @@ class Explorer:
     def negation_mask(self, cfg: RunConfig) -> Mask:
         target = self.negation_target(cfg)
         imp = self.importance(target, cfg.importance, cfg.samples, cfg.seed)
-        key = ("negation", target, cfg.importance, cfg.samples, cfg.seed, cfg.p)
-        return self._masks.get(key, lambda: sta_negation_mask(imp, cfg.p))
+        p = cfg.param("p")
+        key = ("negation", target, cfg.importance, cfg.samples, cfg.seed, p)
+        return self._masks.get(key, lambda: sta_negation_mask(imp, p))
 
     # --- accuracies -------------------------------------------------------------------------
     def evaluate(

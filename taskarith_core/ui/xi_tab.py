@@ -74,12 +74,12 @@ def xi_frame(
         for task in pair:
             tau = task_vector(pre, service.finetuned(task))
             vectors.append({k: v * masks[task][k].to(v.dtype) for k, v in tau.items()})
-        label += f" STA p={cfg.p:.2f} {cfg.importance}"
+        label += f" STA p={cfg.param('p'):.2f} {cfg.importance}"
     key = (
         "xi",
         tuple(pair),
         edit,
-        cfg.p if edit == "sta" else None,
+        cfg.param("p") if edit == "sta" else None,
         cfg.importance,
         grid,
         distance,
@@ -150,7 +150,7 @@ def xi_views(
             overrides["paradigm"] = side
         elif side != side_a:
             raise InputError("a manifest has one set of checkpoints; set paradigm B to none")
-        cfg = config_from_source(source, p=float(p), **overrides)
+        cfg = config_from_source(source, params={"p": float(p)}, **overrides)
         title = _side_title(source, side, which)
         shown = _labelled(progress, title)
         frame = xi_frame(cfg, task1, task2, edit, grid, distance, int(samples), shown)
