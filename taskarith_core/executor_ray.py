@@ -79,7 +79,7 @@ def _is_state(value: Any) -> bool:
     return (
         isinstance(value, dict)
         and bool(value)
-        and all(isinstance(v, torch.Tensor) for v in value.values())
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
     )
 
 
@@ -118,30 +118,48 @@ def _init(value: Any, name: str) -> bool:
     return next(f.init for f in dataclasses.fields(value) if f.name == name)
 
 
-def externalise(context: Any, folder: Path) -> Any:
-    """``context`` with every state dict replaced by the path of a file in ``folder``."""
-    return _walk(context, lambda v: _write_state(v, folder) if _is_state(v) else v)
+@dataclasses.dataclass(frozen=True)
+class _InStore:
+    ref: Any
 
 
+def externalise(context: Any, share) -> Any:
+    """``context`` with every state dict replaced by ``share(state)`` (a file or a store ref)."""
+    return _walk(context, lambda v: share(v) if _is_state(v) else v)
+
+
+#: State dicts a worker has read, by file or object id (the most recent ones are kept).
 _LOADED: dict[str, dict] = {}
+LOADED_KEEP = 64
+
+
+def _load(value: Any) -> Any:
+    if not isinstance(value, _OnDisk | _InStore):
+        return value
+    key = value.path if isinstance(value, _OnDisk) else value.ref.hex()
+    if key not in _LOADED:
+        if isinstance(value, _OnDisk):
+            from safetensors.torch import load_file
+
+            state = load_file(value.path)
+        else:
+            import ray
+
+            state = ray.get(value.ref)
+        while len(_LOADED) >= LOADED_KEEP:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = state
+    return _LOADED[key]
 
 
 def internalise(context: Any) -> Any:
-    """The reverse of :func:`externalise`, each file read once per worker process."""
-    from safetensors.torch import load_file
-
-    def load(value: Any) -> Any:
-        if not isinstance(value, _OnDisk):
-            return value
-        if value.path not in _LOADED:
-            _LOADED[value.path] = load_file(value.path)
-        return _LOADED[value.path]
-
-    return _walk(context, load)
+    """The reverse of :func:`externalise`: each state dict read once per worker process."""
+    return _walk(context, _load)
 
 
-def _portable(context: Any, shared_dir: Path | None, gpu: bool) -> Any:
-    """What goes to the workers: the source as a recipe, a CUDA device as "the task's GPU"."""
+def _portable(context: Any, share, gpu: bool) -> Any:
+    """What goes to the workers: the source as a recipe, a CUDA device as "the task's GPU",
+    every state dict as a reference that each node fetches once."""
     import torch
 
     if dataclasses.is_dataclass(context):
@@ -152,7 +170,7 @@ def _portable(context: Any, shared_dir: Path | None, gpu: bool) -> Any:
         if "device" in names and gpu:
             changes["device"] = torch.device("cuda")
         context = dataclasses.replace(context, **changes)
-    return externalise(context, shared_dir) if shared_dir is not None else context
+    return externalise(context, share)
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -195,6 +213,16 @@ class RayExecutor:
 
     def __init__(self, ray: Any, spec: ExecutorSpec) -> None:
         self.ray, self.spec, self.label = ray, spec, spec.label
+        self._shared: dict[int, tuple[Any, Any]] = {}  # id -> (state dict, its reference)
+
+    def _share(self, state: dict) -> Any:
+        """One object-store entry (or file) per state dict for this executor's lifetime, so
+        the same weights used by several grids travel once."""
+        if id(state) not in self._shared:
+            folder = self.spec.shared_dir
+            ref = _write_state(state, folder) if folder else _InStore(self.ray.put(state))
+            self._shared[id(state)] = (state, ref)
+        return self._shared[id(state)][1]
 
     def run(self, unit: Unit, context: Any, items: Sequence[Any], *, gpu: bool = False):
         import torch
@@ -202,7 +230,7 @@ class RayExecutor:
         ray = self.ray
         if not items:
             return
-        ref = ray.put(_portable(context, self.spec.shared_dir, gpu))
+        ref = ray.put(_portable(context, self._share, gpu))
         task = ray.remote(_run_unit).options(
             num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_retries=MAX_RETRIES
         )

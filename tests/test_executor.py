@@ -207,3 +207,63 @@ def test_zoo_sweep_on_ray_equals_local_row_for_row(ray_local, local_sweep, tmp_p
     pd.testing.assert_frame_equal(local_sweep, remote, check_exact=True)
     assert len(remote) == 3 * 4 and not list((tmp_path / "ray").glob(".*.jsonl"))
     assert bool(list(tmp_path.glob("shared-*.safetensors"))) == shared
+
+
+def _cli_in(cache: Path, monkeypatch, *argv: str) -> int:
+    """The CLI with its own result cache (so a second run computes instead of reading)."""
+    from taskarith_core.cli import main
+
+    monkeypatch.setenv("TASKARITH_CACHE", str(cache))
+    return main([*argv, "--device", "cpu"])
+
+
+def test_xi_rows_on_ray_equal_the_threaded_local_grid(ray_local, tmp_path, monkeypatch):
+    xi = ["analyse", "xi", "--tasks", "digits,letters", "--points", "3", "--samples", "16"]
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert _cli_in(tmp_path / "c1", monkeypatch, *xi, "--workers", "2", "--out", str(local)) == 0
+    assert (
+        _cli_in(tmp_path / "c2", monkeypatch, *xi, "--executor", "ray", "--out", str(remote)) == 0
+    )
+    a, b = pd.read_csv(local / "xi.csv"), pd.read_csv(remote / "xi.csv")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert len(b) == 9 and not list(remote.glob(".*.jsonl"))
+
+
+def test_negation_sweep_on_ray_equals_local(ray_local, tmp_path, monkeypatch):
+    neg = ["analyse", "negation-sweep", "--method", "ta", "--values", "0.4,0.8"]
+    neg += ["--tasks", "digits,shapes", "--max-samples", "32"]
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert _cli_in(tmp_path / "c", monkeypatch, *neg, "--out", str(local)) == 0
+    assert (
+        _cli_in(tmp_path / "c", monkeypatch, *neg, "--executor", "ray", "--out", str(remote)) == 0
+    )
+    a = pd.read_csv(local / "negation_sweep.csv")
+    b = pd.read_csv(remote / "negation_sweep.csv")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert list(b["task"]) == ["digits", "digits", "shapes", "shapes"]
+
+
+def test_cli_resume_continues_an_interrupted_sweep(tmp_path, monkeypatch):
+    """A sweep killed after its first value: --resume computes only the values not on disk."""
+    import taskarith_core.analyses.sweeps as sweeps
+
+    sweep = ["analyse", "sweep", "--method", "ta", "--values", "0.2,0.5", "--max-samples", "16"]
+    sweep += ["--tasks", "digits,letters", "--out", str(tmp_path / "out")]
+    real, merged = sweeps._sweep_point, []
+
+    def dies_after_one(ctx, value):
+        if merged:
+            raise KeyboardInterrupt
+        merged.append(value)
+        return real(ctx, value)
+
+    monkeypatch.setattr(sweeps, "_sweep_point", dies_after_one)
+    assert _cli_in(tmp_path / "c", monkeypatch, *sweep) != 0  # interrupted
+    journal = tmp_path / "out" / ".sweep.rows.jsonl"
+    assert journal.is_file() and not (tmp_path / "out" / "sweep.csv").exists()
+    merged.clear()
+    monkeypatch.setattr(sweeps, "_sweep_point", lambda ctx, v: merged.append(v) or real(ctx, v))
+    assert _cli_in(tmp_path / "c", monkeypatch, *sweep, "--resume") == 0
+    assert merged == [0.5] and not journal.exists()
+    frame = pd.read_csv(tmp_path / "out" / "sweep.csv")
+    assert sorted(set(frame["value"])) == [0.2, 0.5]

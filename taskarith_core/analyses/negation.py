@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 
 from ..errors import InputError
+from ..executor import LOCAL, Executor, Journal, run_grid
 from ..progress import Progress, no_progress
-from ._common import resolve_tasks, task_importances
+from ._common import resolve_device, resolve_tasks, task_importances
 from .sweeps import method_spec
 
 __all__ = ["CONTROL_KEEP", "mark_best", "negation_sweep", "negated_state"]
@@ -130,6 +132,69 @@ def _task_rows(source, method, task, values, zero, where, edits) -> list[tuple]:
     return rows
 
 
+class _LastLoaded(dict):
+    """``task -> fine-tuned model``, loading on demand and keeping only the last one."""
+
+    def __init__(self, source: Any) -> None:
+        super().__init__()
+        self.source = source
+
+    def __missing__(self, task: str) -> dict[str, torch.Tensor]:
+        self.clear()
+        self[task] = self.source.load_finetuned(task)
+        return self[task]
+
+
+@dataclass
+class _NegationContext:
+    """What every (target task, value) point shares (sent once per node by the Ray executor)."""
+
+    source: Any
+    method: str
+    pretrained: dict[str, torch.Tensor]
+    finetuned: Mapping[str, dict[str, torch.Tensor]]
+    importances: dict[str, dict[str, torch.Tensor]]
+    masks: dict[str, dict[str, torch.Tensor]]
+    zero: dict[str, float]
+    split: str
+    device: Any
+    max_samples: int | None
+
+
+def _negation_point(ctx: _NegationContext, item: tuple[str, float]) -> list:
+    """One grid point: negate ``task`` at ``value``, evaluate the target and the control."""
+    task, value = item
+    state = negated_state(
+        ctx.method,
+        ctx.pretrained,
+        ctx.finetuned[task],
+        float(value),
+        importance=ctx.importances.get(task),
+        mask=ctx.masks.get(task),
+    )
+    control = ctx.source.control_task
+    acc = _accuracies(ctx.source, state, [task, control], ctx.split, ctx.device, ctx.max_samples)
+    param = method_spec(ctx.method).param
+    return [ctx.method, param, float(value), task, acc[task], ctx.zero[task], acc[control]]
+
+
+def _rows_on_executor(ctx: _NegationContext, tasks, values, executor, journal, progress):
+    items = [(task, float(value)) for task in tasks for value in values]
+    results = run_grid(
+        executor,
+        _negation_point,
+        ctx,
+        items,
+        keys=[f"negation|{ctx.method}|{ctx.split}|{t}|{v!r}" for t, v in items],
+        labels=[f"{t} {v}" for t, v in items],
+        journal=journal,
+        progress=progress,
+        gpu=resolve_device(ctx.device).type == "cuda",
+    )
+    control = ctx.source.control_task
+    return [(*row, ctx.zero[control]) for row in results]
+
+
 def negation_sweep(
     source: Any,
     method: str,
@@ -144,12 +209,15 @@ def negation_sweep(
     keep: float = CONTROL_KEEP,
     stream: bool = False,
     progress: Progress = no_progress,
+    executor: Executor = LOCAL,
+    journal: Journal | None = None,
 ) -> pd.DataFrame:
     """One row per (target task, value): target and control accuracy, their zero-shot values,
     whether the control rule holds and which value is best for that task.
 
     ``stream``: build each edited model from the files one tensor at a time (same numbers, one
-    model in memory instead of theta_pre + theta_t + the edit)."""
+    model in memory instead of theta_pre + theta_t + the edit). Otherwise each (task, value) is
+    one unit of ``executor`` (e.g. a Ray task), journaled in ``journal`` for --resume."""
     spec = method_spec(method)
     if spec.negation is None:
         raise InputError(
@@ -168,12 +236,23 @@ def negation_sweep(
         pre, side = None, ({}, {})  # the streamed edits read theta_pre from its file
     else:
         side = _side(source, method, tasks, samples, seed, device, pre)
-    ctx = {"samples": samples, "seed": seed, "device": device}
-    rows = []
-    for index, task in enumerate(tasks):
-        edits = _edits(source, method, task, pre, side, stream, ctx)
-        rows += _task_rows(source, method, task, values, zero, (split, device, max_samples), edits)
-        progress(index + 1, len(tasks), task)
+    if stream:
+        ctx = {"samples": samples, "seed": seed, "device": device}
+        rows = []
+        for index, task in enumerate(tasks):
+            edits = _edits(source, method, task, pre, side, stream, ctx)
+            where = (split, device, max_samples)
+            rows += _task_rows(source, method, task, values, zero, where, edits)
+            progress(index + 1, len(tasks), task)
+    else:
+        # Here one fine-tuned model at a time (the points come task by task); Ray needs them all.
+        fts = (
+            _LastLoaded(source)
+            if executor is LOCAL
+            else {t: source.load_finetuned(t) for t in tasks}
+        )
+        point = _NegationContext(source, method, pre, fts, *side, zero, split, device, max_samples)
+        rows = _rows_on_executor(point, tasks, values, executor, journal, progress)
     columns = [
         "method",
         "param",

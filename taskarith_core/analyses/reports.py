@@ -147,6 +147,7 @@ def _xi(opts, source, device, progress) -> Result:
         label=f"{source.name}{_mask_label(opts)}",
         progress=progress,
         workers=getattr(opts, "workers", 1),
+        **_grid(opts),
     )
     summary = xi_summary(frame, opts.threshold)
     text = (
@@ -291,6 +292,7 @@ def _negation_sweep(opts, source, device, progress) -> Result:
         samples=opts.ns,
         seed=opts.seed,
         progress=progress,
+        **_grid(opts),
     )
     best = frame[frame["best"]]
     title = f"Task negation with {opts.method} on {source.name}"

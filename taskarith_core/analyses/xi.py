@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..executor import LOCAL, Executor, Journal
 from ..progress import Progress, no_progress
 from ._common import (
     TowerMixer,
@@ -149,6 +150,17 @@ class _Outputs:
         return [found.get(0), found.get(1)]
 
 
+def grid_row(outputs: _Outputs, alphas, i: int, single1, single2, dist) -> list[tuple]:
+    """Row ``alpha1 = alphas[i]`` of the grid: (alpha1, alpha2, xi, xi_task1, xi_task2)."""
+    out = []
+    for j, a2 in enumerate(alphas):
+        on1, on2 = outputs.get(alphas[i], a2)
+        e1 = float(dist(single1[i], on1).mean())
+        e2 = float(dist(single2[j], on2).mean())
+        out.append((alphas[i], a2, e1 + e2, e1, e2))
+    return out
+
+
 def xi_from_runner(
     run: Runner,
     task_data: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -173,13 +185,7 @@ def xi_from_runner(
 
     def row(i: int, runner: Runner) -> list[tuple]:
         mine = _Outputs(runner, task_data, outputs.kept)
-        out = []
-        for j, a2 in enumerate(alphas):
-            on1, on2 = mine.get(alphas[i], a2)
-            e1 = float(dist(single1[i], on1).mean())
-            e2 = float(dist(single2[j], on2).mean())
-            out.append((alphas[i], a2, e1 + e2, e1, e2))
-        return out
+        return grid_row(mine, alphas, i, single1, single2, dist)
 
     rows: dict[int, list[tuple]] = {}
     for done, (i, values) in enumerate(_map_rows(row, len(alphas), [run, *workers])):
@@ -273,11 +279,14 @@ def disentanglement_grid(
     cache_dir: Any = None,
     batch_size: int | None = None,
     workers: int = 1,
+    executor: Executor = LOCAL,
+    journal: Journal | None = None,
 ) -> pd.DataFrame:
     """xi over a grid for two tasks of ``source``, with their task vectors or any edited pair
     (e.g. STA-masked) given in ``vectors``. Cached on disk under a key of all inputs.
     ``workers`` > 1 evaluates grid rows in parallel threads, one image tower each (on a CPU,
-    pair it with ``torch.set_num_threads(1)``)."""
+    pair it with ``torch.set_num_threads(1)``). ``executor`` (e.g. Ray) runs the rows as its
+    units instead; with a ``journal`` finished rows are kept on disk for --resume."""
     grid = _validate(grid, distance, samples, workers)
     tasks = resolve_tasks(source, [task1, task2], minimum=2)
     device = resolve_device(device)
@@ -293,7 +302,27 @@ def disentanglement_grid(
     fields = _cache_fields(source, tasks, vectors, grid, distance, samples, seed, split)
     key = cache_key("xi", fields)
     frame = load_cached_frame("xi", key, cache_dir) if use_cache else None
-    if frame is None:
+    cached = frame is not None
+    if cached:
+        progress(grid.points + 1, grid.points + 1, "cached")
+    elif executor is not LOCAL or (journal is not None and workers == 1):
+        from .xi_units import XiContext, xi_on_executor
+
+        ctx = XiContext(
+            source=source,
+            pretrained=pre,
+            vectors=list(vectors),
+            tasks=tasks,
+            split=split,
+            samples=samples,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+            alphas=grid.alphas(),
+            distance=distance,
+        )
+        frame = xi_on_executor(ctx, executor, journal, progress)
+    else:
         frame = _compute_grid(
             source,
             tasks,
@@ -309,10 +338,8 @@ def disentanglement_grid(
             batch_size,
             workers,
         )
-        if use_cache:
-            save_cached_frame(frame, "xi", key, cache_dir)
-    else:
-        progress(grid.points + 1, grid.points + 1, "cached")
+    if use_cache and not cached:
+        save_cached_frame(frame, "xi", key, cache_dir)
     meta = {"task1": task1, "task2": task2, "label": label or source.name, "distance": distance}
     return frame.assign(**meta)[[*meta, "alpha1", "alpha2", "xi", "xi_task1", "xi_task2"]]
 

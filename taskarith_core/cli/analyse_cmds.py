@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 #: Analyses whose grid points can run on another executor (Ray) and resume.
-GRID_ANALYSES = ("sweep",)
+GRID_ANALYSES = ("sweep", "negation-sweep", "xi")
 
 
 @contextlib.contextmanager
