@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..io import PICKLE_SUFFIXES, load_state_dict, save_state_dict
 from ..keys import VISUAL_PREFIX
 from ..models.clip import check_compatible
+from .adapters import is_peft_folder, is_tangent_state, merge_peft_lora, tangent_to_open_clip
 from .safe_unpickle import load_pickled_module_state, refuse_torchscript
 
 __all__ = [
@@ -239,6 +240,43 @@ def _fill_missing(
     return state
 
 
+#: what each special checkpoint kind may be declared as in a manifest
+_KIND_PARADIGMS = {
+    "a PEFT LoRA adapter": ("lora", "l-lora"),
+    "a linearised (tangent) checkpoint": ("linearized",),
+}
+
+
+def _require_paradigm(path: Path, kind: str, paradigm: str | None) -> None:
+    allowed = _KIND_PARADIGMS[kind]
+    if paradigm is not None and paradigm not in allowed:
+        raise InputError(
+            f"{path}: is {kind} but its task's paradigm is {paradigm!r}; set paradigm: "
+            f"{' or '.join(allowed)} in the manifest"
+        )
+
+
+def _read_any(path: Path, arch: str, fmt: str, trust_pickle: bool, base, paradigm):
+    """open_clip tensors of a plain, transformers, PEFT-adapter or tangent checkpoint."""
+    if is_peft_folder(path):
+        _require_paradigm(path, "a PEFT LoRA adapter", paradigm)
+        if base is None:
+            raise InputError(f"{path}: a LoRA adapter cannot be the pretrained model")
+        return merge_peft_lora(path, base(), arch)
+    raw = read_checkpoint(path, trust_pickle)
+    if is_tangent_state(raw):
+        _require_paradigm(path, "a linearised (tangent) checkpoint", paradigm)
+        if base is None:
+            raise InputError(f"{path}: a tangent checkpoint cannot be the pretrained model")
+        return tangent_to_open_clip(raw, arch, base(), path)
+    if paradigm in ("lora", "l-lora"):
+        raise InputError(
+            f"{path}: is not a PEFT LoRA folder (adapter_config.json + "
+            "adapter_model.safetensors) though its task's paradigm is a LoRA one; give the folder"
+        )
+    return _to_open_clip(raw, fmt, path)
+
+
 def cache_name(path: Path, arch: str, visual_only: bool, fmt: str) -> str:
     """Cache file name keyed by the source file's identity (path, size, mtime) and the target."""
     stat = path.stat()
@@ -256,15 +294,19 @@ def convert_checkpoint(
     fmt: str = "auto",
     trust_pickle: bool = False,
     fill: Mapping[str, torch.Tensor] | None = None,
+    base: Callable[[], Mapping[str, torch.Tensor]] | None = None,
+    paradigm: str | None = None,
 ) -> Path:
     """Convert one checkpoint into ``out`` (float32 safetensors); refuses another architecture.
 
     ``visual_only`` keeps the image tower (fine-tuned models); ``False`` keeps the whole CLIP, which
-    the pretrained model needs for its text tower (zero-shot heads). Nothing is written on error."""
+    the pretrained model needs for its text tower (zero-shot heads). A PEFT LoRA folder or a
+    tangent checkpoint becomes full weights on ``base()`` (the pretrained CLIP), and must be
+    declared with a fitting ``paradigm``. Nothing is written on error."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: checkpoint not found; check the path")
-    state = _to_open_clip(read_checkpoint(path, trust_pickle), fmt, path)
+    state = _read_any(path, arch, fmt, trust_pickle, base, paradigm)
     reference = arch_shapes(arch, visual_only=visual_only)
     if visual_only:
         state = {k: v for k, v in state.items() if k.startswith(VISUAL_PREFIX)}

@@ -41,6 +41,7 @@ from ..textfile import read_text_file
 from .datasets import FORMATS, DataSpec, builtin_task
 
 __all__ = [
+    "MANIFEST_PARADIGMS",
     "PAPER_ARCHS",
     "Manifest",
     "TaskSpec",
@@ -49,6 +50,7 @@ __all__ = [
     "manifest_from_dict",
     "resolve_arch",
     "save_manifest",
+    "task_paradigm",
 ]
 
 #: The papers' architectures; their checkpoints are OpenAI CLIP weights, which use QuickGELU.
@@ -66,6 +68,7 @@ _TOP_KEYS = {
     "tasks",
     "control",
     "cache_dir",
+    "paradigm",
 }
 _TASK_KEYS = {
     "name",
@@ -76,6 +79,7 @@ _TASK_KEYS = {
     "templates",
     "talos_mask",
     "format",
+    "paradigm",
 }
 _DATA_KEYS = {f.name for f in dataclasses.fields(DataSpec)}
 
@@ -92,6 +96,7 @@ class TaskSpec:
     templates: list[str] | None = None
     talos_mask: str | None = None
     format: str | None = None
+    paradigm: str | None = None  #: how its checkpoint was fine-tuned (default: the manifest's)
 
 
 @dataclass
@@ -109,6 +114,8 @@ class Manifest:
     checkpoint_format: str = "auto"
     trust_pickle: bool = False
     cache_dir: str | None = None
+    #: how the fine-tuned checkpoints were made; linearised ones are evaluated linearised
+    paradigm: str = "full"
     base_dir: Path = field(default=Path("."), compare=False)
 
     def resolve(self, path: str) -> Path:
@@ -185,6 +192,30 @@ def _check_types(where: str, data: dict) -> None:
             raise InputError(f"{where}: {key} must be {words}; fix that entry")
 
 
+#: paradigms a manifest may declare (``lora``: plain LoRA adapters, merged into the weights)
+MANIFEST_PARADIGMS = ("full", "attention", "talos", "linearized", "lora", "l-lora", "lota")
+
+
+def _check_paradigm(where: str, value: Any) -> None:
+    if value is not None and value not in MANIFEST_PARADIGMS:
+        raise InputError(
+            f"{where}: paradigm is not one this tool knows; use one of "
+            f"{', '.join(MANIFEST_PARADIGMS)}"
+        )
+
+
+def task_paradigm(manifest: Manifest) -> str:
+    """The one paradigm of the manifest's checkpoints (a task may repeat it, not change it: task
+    vectors of different paradigms do not live in one model)."""
+    for index, task in enumerate(manifest.tasks):
+        if task.paradigm is not None and task.paradigm != manifest.paradigm:
+            raise InputError(
+                f"tasks[{index}]: paradigm differs from the manifest's paradigm; one manifest "
+                "holds checkpoints of one paradigm (write one manifest per paradigm)"
+            )
+    return manifest.paradigm
+
+
 def _data_spec(where: str, data: Any) -> DataSpec:
     data = _check_keys(f"{where}.data", data, _DATA_KEYS, ("format", "root"))
     _check_types(f"{where}.data", data)
@@ -199,6 +230,7 @@ def _task_spec(where: str, data: Any, control: bool) -> TaskSpec:
     required = ("name", "data") if control else ("name", "checkpoint", "data")
     data = _check_keys(where, data, _TASK_KEYS, required)
     _check_types(where, data)
+    _check_paradigm(where, data.get("paradigm"))
     spec = TaskSpec(**{**data, "data": _data_spec(where, data["data"])})
     spec.name = str(spec.name)
     has_names = spec.classnames or spec.classnames_file or builtin_task(spec.name)
@@ -215,6 +247,7 @@ def manifest_from_dict(data: Any, base_dir: Path, where: str = "manifest") -> Ma
     if not isinstance(data["tasks"], list):
         raise InputError(f"{where}: tasks must be a list of task entries")
     _check_types(where, data)
+    _check_paradigm(where, data.get("paradigm"))
     tasks = [_task_spec(f"{where}: tasks[{i}]", t, False) for i, t in enumerate(data["tasks"])]
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
@@ -224,6 +257,8 @@ def manifest_from_dict(data: Any, base_dir: Path, where: str = "manifest") -> Ma
         )
     control = data.get("control")
     fields = {k: v for k, v in data.items() if k not in ("tasks", "control")}
+    if fields.get("paradigm") is None:
+        fields.pop("paradigm", None)
     return Manifest(
         **fields,
         tasks=tasks,

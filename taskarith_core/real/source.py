@@ -24,7 +24,7 @@ from ..models.files import FileSource
 from ..progress import Progress, no_progress
 from .convert import cache_name, convert_checkpoint
 from .datasets import align_classnames, builtin_task, open_pools, preprocess_for, take_split
-from .manifest import Manifest, TaskSpec, load_manifest, resolve_arch
+from .manifest import Manifest, TaskSpec, load_manifest, resolve_arch, task_paradigm
 
 __all__ = ["ManifestSource", "cache_root", "load_manifest_source"]
 
@@ -65,6 +65,7 @@ class ManifestSource(FileSource):
                 t.name: manifest.resolve(t.talos_mask) for t in manifest.tasks if t.talos_mask
             },
             trust_pickle=manifest.trust_pickle,
+            paradigm=task_paradigm(manifest),
         )
         self._cache = cache_root(manifest)
         self._converted: dict[str, Path] = {}
@@ -76,7 +77,10 @@ class ManifestSource(FileSource):
     # -- conversion ----------------------------------------------------------------------------
     def _convert(self, key: str, raw: Path, visual_only: bool, fmt: str, fill=None) -> Path:
         if key not in self._converted:
-            out = self._cache / "converted" / cache_name(raw, self.arch, visual_only, fmt)
+            finetuned = key in self._specs
+            # adapters and tangent files are merged onto theta_pre: its file is part of the key
+            ident = f"{fmt}|{self.paradigm}|{self.pretrained_path().name}" if finetuned else fmt
+            out = self._cache / "converted" / cache_name(raw, self.arch, visual_only, ident)
             if not out.is_file():
                 out.parent.mkdir(parents=True, exist_ok=True)
                 convert_checkpoint(
@@ -87,6 +91,8 @@ class ManifestSource(FileSource):
                     fmt=fmt,
                     trust_pickle=self._trust_pickle,
                     fill=fill() if fill else None,
+                    base=(lambda: load_state_dict(self.pretrained_path())) if finetuned else None,
+                    paradigm=self.paradigm if finetuned else None,
                 )
             self._converted[key] = out
         return self._converted[key]
