@@ -115,7 +115,7 @@ def test_fraction_kept_beside_p_matches_the_masks(base):
         kept = sum(int(m.sum()) for mask in masks.values() for m in mask.values())
         total = sum(m.numel() for mask in masks.values() for m in mask.values())
         assert kept / total == pytest.approx(sta_fraction_kept(p, 3), abs=1e-3)
-    assert "66.7%" in merge_tab.fraction_text("sta", {"p": 0.3}, 3)
+    assert "66.67%" in merge_tab.fraction_text("sta", {"p": 0.3}, 3)
     assert "only 2 distinct masks exist, at p = 0, 0.5" in merge_tab.fraction_text(
         "sta", {"p": 0.3}, 3
     )

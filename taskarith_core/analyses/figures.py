@@ -2,7 +2,8 @@
 
 Conventions: sequential colour scale for errors, rates and ratios (``Viridis``, fixed range where
 the quantity has one), diverging scale centred on 0 for signed values (``RdBu``); every hover
-names the task / layer / value; titles say what was computed (method, p / k / lambda, paradigm).
+names the task / layer / value, accuracies in percent with two decimals (as the page's tables);
+titles say what was computed (method, p / k / lambda, paradigm).
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def kernel_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
                 textposition="top center",
                 name=str(label),
                 customdata=(part["nonlinear"] - part["linearised"]) * 100,
-                hovertemplate="task %{text}<br>non-linear %{x:.1f}%<br>linearised %{y:.1f}%"
-                "<br>gap %{customdata:.1f} points<extra>" + str(label) + "</extra>",
+                hovertemplate="task %{text}<br>non-linear %{x:.2f}%<br>linearised %{y:.2f}%"
+                "<br>gap %{customdata:.2f} points<extra>" + str(label) + "</extra>",
             )
         )
     fig.add_trace(
@@ -305,7 +306,7 @@ def sweep_figure(
                 mode="lines+markers",
                 name=str(task),
                 line={"width": 4 if task == "mean" else 1.5},
-                hovertemplate=f"task {task}<br>value %{{x}}<br>{metric} %{{y:.1f}}%<extra></extra>",
+                hovertemplate=f"task {task}<br>value %{{x}}<br>{metric} %{{y:.2f}}%<extra></extra>",
             )
         )
     method = frame["method"].iloc[0] if "method" in frame.columns else "merge"
@@ -335,7 +336,7 @@ def negation_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
                 y=means[column] * 100,
                 mode="lines+markers",
                 name=name,
-                hovertemplate=f"{name}<br>value %{{x}}<br>accuracy %{{y:.1f}}%<extra></extra>",
+                hovertemplate=f"{name}<br>value %{{x}}<br>accuracy %{{y:.2f}}%<extra></extra>",
             )
         )
     limit = 0.95 * float(frame["control_zeroshot"].iloc[0]) * 100
@@ -355,7 +356,7 @@ def negation_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
                 name="best per task",
                 marker={"symbol": "star", "size": 12},
                 text=best["task"],
-                hovertemplate="best for %{text}<br>value %{x}<br>target %{y:.1f}%<extra></extra>",
+                hovertemplate="best for %{text}<br>value %{x}<br>target %{y:.2f}%<extra></extra>",
             )
         )
     method = frame["method"].iloc[0] if "method" in frame.columns else "negation"
@@ -382,7 +383,7 @@ def scaling_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
                 y=mean["mean_normalised"] * 100,
                 mode="lines+markers",
                 name=str(method),
-                hovertemplate=f"{method}<br>N=%{{x}}<br>normalised %{{y:.1f}}%<extra></extra>",
+                hovertemplate=f"{method}<br>N=%{{x}}<br>normalised %{{y:.2f}}%<extra></extra>",
             )
         )
         fig.add_trace(
@@ -394,7 +395,7 @@ def scaling_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
                 opacity=0.35,
                 showlegend=False,
                 text=part.get("tasks"),
-                hovertemplate="%{text}<br>normalised %{y:.1f}%<extra></extra>",
+                hovertemplate="%{text}<br>normalised %{y:.2f}%<extra></extra>",
             )
         )
     fig.update_layout(
@@ -426,7 +427,7 @@ def stability_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure
             y=mean["normalised"] * 100,
             mode="lines+markers",
             name="merged normalised accuracy",
-            hovertemplate="Ns=%{x}<br>normalised %{y:.1f}%<extra></extra>",
+            hovertemplate="Ns=%{x}<br>normalised %{y:.2f}%<extra></extra>",
         ),
         secondary_y=True,
     )

@@ -13,6 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import InputError
+from ..numbers import percent_frame, styled
 from .common import (
     config_from_source,
     explorer,
@@ -194,7 +195,8 @@ def build_analyses_tab(source_state: gr.State, task_names: list[str]) -> dict[st
         name = values[0]
         downloads = write_figures({f"{name}.html": figure})
         downloads.append(write_text(f"{name}.csv", frame.to_csv(index=False)))
-        return figure, frame, downloads
+        shown, percent_columns = percent_frame(frame)
+        return figure, styled(shown, percent_columns), downloads
 
     run.click(
         on_run,

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..numbers import percent_text, styled
 from ..runconfig import NEGATE_CHOICES, RunConfig, page_params
 from .common import (
     config_from_source,
@@ -28,7 +29,6 @@ from .merge_tab import (
     read_uploaded_config,
     source_settings,
 )
-from .numbers import percent_text, styled
 from .results import negation_percent
 
 __all__ = [
@@ -224,7 +224,7 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
         cfg = forget_config(source, *values)
         result, text = run_forget(cfg, progress)
         files = [write_text("forget_config.json", cfg.to_json())]
-        shown = styled(negation_percent(result), {"ratio": 3})
+        shown = styled(negation_percent(result), ["before", "after"])
         return text, shown, forget_gallery(cfg), files
 
     run.click(

@@ -13,10 +13,10 @@ import gradio as gr
 import numpy as np
 
 from ..errors import InputError
+from ..numbers import percent_text
 from ..runconfig import RunConfig
 from .common import config_from_source, explorer, user_errors, write_figures
 from .merge_tab import IMPORTANCE_LABELS
-from .numbers import percent_text
 
 __all__ = [
     "KIND_CHOICES",

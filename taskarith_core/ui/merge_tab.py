@@ -15,6 +15,7 @@ import pandas as pd
 from ..errors import InputError
 from ..fusion import MERGE_METHODS
 from ..fusion.params import Param
+from ..numbers import styled
 from ..runconfig import MERGE_CHOICES, RunConfig, page_params
 from ..sta_levels import distinct_p_text
 from .common import (
@@ -260,8 +261,9 @@ def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
     def on_run(source, history_value, *values, progress=gr.Progress()):  # noqa: B008
         cfg = merge_config(source, *values)
         result, figure, mean_text, hist, frame = run_merge(cfg, history_value, progress)
-        shown = percent_table(result)
-        return figure, mean_text, shown, frame, hist, cfg.to_dict(), _downloads(cfg, figure, hist)
+        shown = styled(percent_table(result), PERCENT_COLUMNS)
+        runs = styled(frame, [c for c in frame.columns if c != "run"])
+        return figure, mean_text, shown, runs, hist, cfg.to_dict(), _downloads(cfg, figure, hist)
 
     outputs = [r["chart"], r["mean"], r["table"], r["runs"], history, last_config, r["files"]]
     c["run"].click(on_run, [source_state, history, *controls], outputs, api_name="merge")

@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..numbers import hover_percent, mean_percent, percent, percent_text
 from ..runconfig import RunConfig
 
 __all__ = [
@@ -51,21 +52,21 @@ def sta_kept_text(p: float, n_tasks: int) -> str:
     fraction = sta_fraction_kept(p, n_tasks)
     per_element = round(fraction * n_tasks)
     return (
-        f"p = {p:.2f} keeps **{fraction:.1%}** of each task's entries "
+        f"p = {p:.2f} keeps **{percent_text(fraction)}** of each task's entries "
         f"({per_element} of {n_tasks} tasks per element, without ties)."
     )
 
 
 def percent_table(table: pd.DataFrame) -> pd.DataFrame:
     """Accuracies in percent rounded to 2 decimals: exactly what the page and CLI print."""
-    return table.assign(**{c: (table[c] * 100).round(2) for c in PERCENT_COLUMNS if c in table})
+    return table.assign(**{c: percent(table[c]) for c in PERCENT_COLUMNS if c in table})
 
 
 def negation_percent(table: pd.DataFrame) -> pd.DataFrame:
     """A forgetting table (before / after on [0, 1]) in percent, as the page and CLI print it."""
     return table.assign(
-        before=(table["before"] * 100).round(2),
-        after=(table["after"] * 100).round(2),
+        before=percent(table["before"]),
+        after=percent(table["after"]),
         ratio=table["ratio"].round(3),
     )
 
@@ -94,7 +95,7 @@ def accuracy_figure(table: pd.DataFrame, title: str) -> go.Figure:
                     marker_color=_COLOURS[name],
                     showlegend=col == 1,
                     legendgroup=name,
-                    hovertemplate=f"{name}<br>%{{x}}: %{{y:.2f}}%<extra></extra>",
+                    hovertemplate=f"{name}<br>%{{x}}: {hover_percent()}<extra></extra>",
                 ),
                 row=1,
                 col=col,
@@ -106,12 +107,11 @@ def accuracy_figure(table: pd.DataFrame, title: str) -> go.Figure:
 
 
 def mean_markdown(table: pd.DataFrame, cfg: RunConfig) -> str:
-    merged = 100 * table["merged"].mean()
-    normalised = 100 * table["normalised"].mean()
+    merged, normalised = table["merged"].mean(), table["normalised"].mean()
     return (
-        f"**Mean merged accuracy {merged:.2f}%** (normalised {normalised:.2f}%) over "
-        f"{len(table)} tasks; zero-shot {100 * table['zeroshot'].mean():.2f}%, fine-tuned "
-        f"{100 * table['finetuned'].mean():.2f}%. Method `{cfg.method}`."
+        f"**Mean merged accuracy {percent_text(merged)}** (normalised {percent_text(normalised)}) "
+        f"over {len(table)} tasks; zero-shot {percent_text(table['zeroshot'].mean())}, fine-tuned "
+        f"{percent_text(table['finetuned'].mean())}. Method `{cfg.method}`."
     )
 
 
@@ -123,11 +123,11 @@ def history_row(cfg: RunConfig, table: pd.DataFrame, run: int) -> dict[str, Any]
         "method": cfg.method,
         "settings": cfg.settings_text(),
         "tasks": len(table),
-        "mean": round(100 * float(table["merged"].mean()), 2),
-        "mean normalised": round(100 * float(table["normalised"].mean()), 2),
+        "mean": mean_percent(table["merged"]),
+        "mean normalised": mean_percent(table["normalised"]),
     }
     for task, value in zip(table["task"], table["merged"]):
-        row[task] = round(100 * float(value), 2)
+        row[task] = percent(value)
     return row
 
 

@@ -12,6 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import InputError
+from ..numbers import percent, styled
 from ..runconfig import RunConfig
 from .common import (
     config_from_source,
@@ -22,7 +23,6 @@ from .common import (
     write_text,
 )
 from .merge_tab import IMPORTANCE_LABELS
-from .numbers import percent
 
 __all__ = ["XI_EDITS", "build_xi_tab", "summary_table", "xi_frame", "xi_views"]
 
@@ -220,7 +220,8 @@ def build_xi_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any
         fig_a, fig_b, table = xi_views(source, *values, progress=progress)
         downloads = write_figures({"xi_a.html": fig_a, "xi_b.html": fig_b})
         downloads.append(write_text("xi_summary.csv", table.to_csv(index=False)))
-        return fig_a, fig_b, summary_table(table), downloads
+        shown = summary_table(table)
+        return fig_a, fig_b, styled(shown, [c for c in shown if c.endswith("(%)")]), downloads
 
     run.click(on_run, [source_state, *controls], [plot_a, plot_b, summary, files], api_name="xi")
     return {"single": [(controls[0], 0), (controls[1], 1)]}

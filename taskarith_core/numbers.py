@@ -16,12 +16,32 @@ __all__ = [
     "hover_percent",
     "mean_percent",
     "percent",
+    "percent_frame",
     "percent_text",
     "styled",
 ]
 
 #: decimals of every percent the page and the CLI print
 PERCENT_DECIMALS = 2
+#: decimals of the other fractions the page prints (ratios, IoU, cosine, xi)
+RATIO_DECIMALS = 3
+#: columns of analysis tables that hold accuracies as fractions on [0, 1]
+ACCURACY_COLUMNS = frozenset(
+    {
+        "accuracy",
+        "normalised",
+        "zeroshot",
+        "finetuned",
+        "merged",
+        "mean_accuracy",
+        "mean_normalised",
+        "nonlinear",
+        "linearised",
+        "target_accuracy",
+        "control_accuracy",
+        "control_zeroshot",
+    }
+)
 
 
 def percent(values: Any) -> Any:
@@ -47,9 +67,22 @@ def hover_percent(field: str = "y") -> str:
     return f"%{{{field}:.{PERCENT_DECIMALS}f}}%"
 
 
-def styled(frame: pd.DataFrame, decimals: dict[str, int] | None = None) -> Any:
-    """A table as the page shows it: every float column with PERCENT_DECIMALS decimals (so 16.8
-    reads 16.80 beside 95.93) unless ``decimals`` names another count; the values stay numbers."""
-    places = {c: PERCENT_DECIMALS for c in frame.columns if pd.api.types.is_float_dtype(frame[c])}
-    places.update({c: d for c, d in (decimals or {}).items() if c in frame.columns})
+def styled(frame: pd.DataFrame, percent_columns: Any = ()) -> Any:
+    """A table as the page shows it (a pandas Styler; the values stay numbers): percent columns
+    with PERCENT_DECIMALS decimals (16.8 reads 16.80 beside 95.93), every other float column
+    (ratios, IoU, cosine, xi) with RATIO_DECIMALS."""
+    places = {
+        c: PERCENT_DECIMALS if c in set(percent_columns) else RATIO_DECIMALS
+        for c in frame.columns
+        if pd.api.types.is_float_dtype(frame[c])
+    }
     return frame.style.format({c: f"{{:.{d}f}}" for c, d in places.items()}, na_rep="")
+
+
+def percent_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """An analysis table with its accuracy columns (fractions) in percent, renamed 'name (%)';
+    returns the table and the renamed columns."""
+    found = [c for c in frame.columns if c in ACCURACY_COLUMNS]
+    names = {c: f"{c} (%)" for c in found}
+    shown = frame.assign(**{c: percent(frame[c]) for c in found}).rename(columns=names)
+    return shown, list(names.values())
