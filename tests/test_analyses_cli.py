@@ -41,7 +41,7 @@ def test_xi_writes_csv_html_and_prints_summary(cli, tmp_path, capsys):
     assert len(grid) == 9 and set(grid["alpha1"]) == {-2.0, 0.0, 2.0}
     assert (out / "xi_summary.csv").is_file()
     html = (out / "xi.html").read_text()
-    assert "plotly" in html.lower() and "Disentanglement error" in html
+    assert "plotly" in html.lower() and "xi, task0 + task1" in html
     printed = capsys.readouterr().out
     assert "mean_xi" in printed and "xi.csv" in printed
 
@@ -76,17 +76,55 @@ def test_sweep_and_negation_sweep(cli, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["xi", "--tasks", "task0,task1", "--points", "0"], "positive"),
-        (["xi", "--tasks", "task0,task1", "--alpha-range", "2", "-2"], "reversed"),
+        (["xi", "--tasks", "task0,task1", "--points", "0"], "less than 1"),
+        (["xi", "--tasks", "task0,task1", "--alpha-range", "2", "-2"], "LO < HI"),
         (["xi", "--tasks", "task0,nope"], "unknown task"),
         (["xi", "--tasks", "task0"], "exactly two"),
         (["iou", "--masks", "talos"], "no TaLoS mask"),
-        (["sweep", "--method", "magic"], "unknown method"),
+        (["sweep", "--method", "magic"], "invalid choice"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, capsys, argv, message):
     out = tmp_path / "bad"
     assert cli(*argv, "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["iou", "--masks", "fisher", "--k", "1.5"], "k=1.5 is outside [0, 1)"),
+        (["xi", "--threshold", "nan"], "threshold must be a finite number"),
+        (["localisation", "--coefficient", "nan"], "coefficient must be a finite number"),
+        (["localisation", "--coefficient", "inf"], "coefficient must be a finite number"),
+        (["localisation", "--seed", "7"], "--seed only changes masks"),
+        (["cosine", "--ns", "8"], "--ns only changes masks"),
+        (["scaling", "--methods", "ta=abc"], "ta='abc' is not a number"),
+        (["scaling", "--methods", "ta"], "write NAME=VALUE"),
+        (["xi", "--points", "5000"], "more than the limit 50"),
+        (["xi", "--points", "100000"], "more than the limit 50"),
+        (["xi", "--max-samples", "10"], "unrecognized arguments: --max-samples"),
+        (["sweep", "--method", "ta", "--values", ",".join(["0.1"] * 101)], "more than the limit"),
+        (["sweep", "--method", "sta-lp", "--values", "0.5,1.5"], "p=1.5 is outside [0, 1]"),
+        (["sweep", "--method", "ta", "--param", "zz"], "ta has no such parameter"),
+        (["negation-sweep", "--method", "ties"], "ties has no negation"),
+        (["stability", "--ns-values", "8,0"], "less than 1"),
+        (["kernel", "--max-samples", "0"], "less than 1"),
+        (["kernel", "--seed", "-1"], "less than 0"),
+        (["kernel", "--threads", "100000"], "more than the limit"),
+    ],
+)
+def test_values_are_refused_before_the_source_is_opened(
+    monkeypatch, tmp_path, capsys, argv, message
+):
+    def never(args):
+        raise AssertionError("the source was opened")
+
+    monkeypatch.setattr(analyse_cmds, "open_source", never)
+    out = tmp_path / "bad"
+    assert main(["analyse", *argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
     assert not out.exists()

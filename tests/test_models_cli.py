@@ -62,7 +62,8 @@ def test_importance_fisher_defaults_to_pretrained(cli, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--task", "task0", "--samples", "0"], "--samples 0: Ns must be at least 1"),
+        (["--task", "task0", "--samples", "0"], "argument --samples: samples=0 is less than 1"),
+        (["--task", "task0", "--samples", "10001"], "more than the limit 10000"),
         (["--task", "nope"], "unknown task 'nope'"),
     ],
 )

@@ -123,7 +123,7 @@ def test_reproduce_bad_manifest_is_one_line(tiny, capsys):
     bad.write_text(yaml.safe_dump(data))
     out = tiny / "never.csv"
     code = main(["reproduce", "--manifest", str(bad), "--protocol", "addition", "--out", str(out)])
-    assert code == 2 and "gone.safetensors not found" in _error_line(capsys)
+    assert code == 2 and "tasks[0].checkpoint is not found" in _error_line(capsys)
     assert not out.exists()
 
 

@@ -322,12 +322,14 @@ def _scaling(opts, source, device, progress) -> Result:
     from . import figures
     from .sweeps import task_count_scaling
 
-    methods = {}
-    for item in opts.methods.split(","):
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise InputError(f"--methods item {item!r}: write NAME=VALUE, e.g. ta=0.3,sta-lp=0.7")
-        methods[name.strip()] = float(value)
+    methods = opts.methods
+    if isinstance(methods, str):  # a script's options: parse as the CLI does
+        from ..cli.analyse_flags import parse_methods
+
+        try:
+            methods = parse_methods(methods)
+        except ValueError as exc:  # argparse.ArgumentTypeError
+            raise InputError(f"--methods: {exc}") from None
     frame = task_count_scaling(
         source,
         methods,

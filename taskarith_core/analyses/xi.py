@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..executor import LOCAL, Executor, Journal
+from ..limits import XI_POINTS
 from ..progress import Progress, no_progress
 from ._common import (
     TowerMixer,
@@ -84,6 +85,11 @@ class XiGrid:
     def validate(self) -> XiGrid:
         if not isinstance(self.points, int) or self.points <= 0:
             raise InputError(f"xi grid points={self.points}: give a positive whole number")
+        if self.points > XI_POINTS:
+            raise InputError(
+                f"xi grid points={self.points} is more than the limit {XI_POINTS} per axis; "
+                f"use at most {XI_POINTS}"
+            )
         if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
             raise InputError(f"xi alpha range [{self.lo}, {self.hi}] is not finite")
         if self.lo >= self.hi:

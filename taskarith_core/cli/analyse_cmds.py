@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 from pathlib import Path
 from typing import Any
 
 from ..analyses.reports import REPORTS, Result
 from ..errors import InputError
-from .common import add_device_flag, add_executor_flags, grid_journal, tqdm_progress
+from .analyse_flags import add_flags, check_analysis
+from .common import add_executor_flags, grid_journal, tqdm_progress
 
 __all__ = ["open_source", "register"]
 
@@ -60,31 +60,11 @@ def _write(out: Path, name: str, result: Result) -> list[Path]:
     return written
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of numbers"
-        ) from exc
-    if not values or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: give finite numbers, e.g. 0.1,0.2,0.3")
-    return values
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of integers"
-        ) from exc
-
-
 # ----------------------------------------------------------------------------- parser
 
 _HELP = {
-    "xi": "disentanglement error xi(alpha1, alpha2) of two task vectors (seed 002 Eq. 2)",
+    "xi": "disentanglement error xi(alpha1, alpha2) of two task vectors (Ortiz-Jimenez et al., "
+    "Eq. 2)",
     "kernel": "post-hoc linearised vs non-linear accuracy per task (kernel-behaviour test)",
     "cosine": "cosine similarity between task vectors, whole / per block / per kind",
     "iou": "mask IoU between tasks (STA masks at p, or the TaLoS masks)",
@@ -102,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..device import pick_device
 
+    check_analysis(args)
     out = _check_out(args.out)
     torch.set_num_threads(max(1, args.threads))
     if getattr(args, "paradigms", None):
@@ -143,112 +124,6 @@ def _grid_executor(args: argparse.Namespace, out: Path, name: str, device: Any):
         yield journal
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for CSV + HTML")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--manifest", metavar="M.yaml", help="real checkpoints named by a manifest")
-    where.add_argument("--zoo-root", metavar="DIR", help="another zoo folder (default: shipped)")
-    parser.add_argument(
-        "--paradigm",
-        default="full",
-        choices=("full", "attention", "talos"),
-        help="zoo fine-tuning paradigm (default full)",
-    )
-    parser.add_argument("--tasks", metavar="A,B,...", help="comma-separated tasks (default all)")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--max-samples", type=int, metavar="N", help="evaluation images per task")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ns", type=int, default=32, help="samples for lp / fisher importance")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument(
-        "--trust-pickle", action="store_true", help="allow .pt/.bin checkpoints you trust"
-    )
-    add_device_flag(parser)
-
-
-def _mask_flags(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument(
-        "--masks",
-        default=default,
-        choices=("none", "sta", "talos", "fisher")
-        if default == "none"
-        else ("sta", "talos", "fisher"),
-        help="STA crossmasking at --p, the TaLoS masks, or TaLoS-style post-hoc bottom-k Fisher "
-        "masks at sparsity --k",
-    )
-    parser.add_argument("--k", type=float, default=0.9, help="sparsity of fisher masks (0.9)")
-    parser.add_argument("--metric", default="lp", help="STA importance metric (default lp)")
-    parser.add_argument("--p", type=float, default=0.7, help="STA quantile p (default 0.7)")
-
-
-def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
-    if name == "xi":
-        parser.add_argument(
-            "--preset",
-            default="ortiz",
-            choices=("ortiz", "talos"),
-            help="ortiz: 15x15 on [-2,2]^2 (seed 002); talos: 20x20 on [-3,3]^2",
-        )
-        parser.add_argument("--points", type=int, help="grid points per axis (overrides preset)")
-        parser.add_argument("--alpha-range", type=float, nargs=2, metavar=("LO", "HI"))
-        parser.add_argument("--distance", default="prediction", choices=("prediction", "kl"))
-        parser.add_argument("--samples", type=int, default=256, help="samples per task")
-        parser.add_argument("--threshold", type=float, default=0.1, help="xi level for the area")
-        parser.add_argument(
-            "--workers",
-            type=int,
-            default=1,
-            help="grid rows in parallel threads (e.g. 2 with --threads 1 on a 2-core CPU)",
-        )
-        parser.add_argument(
-            "--finetuned",
-            metavar="A,B",
-            help="two fine-tuned checkpoints to use instead of the "
-            "source's (image tower or whole CLIP, .safetensors)",
-        )
-        _mask_flags(parser, "none")
-    elif name == "kernel":
-        parser.add_argument(
-            "--paradigms",
-            metavar="full,attention,talos",
-            help="zoo paradigms to overlay (default: --paradigm only)",
-        )
-    elif name in ("cosine", "localisation"):
-        _mask_flags(parser, "none")
-        if name == "cosine":
-            parser.add_argument("--by", default="kind", choices=("whole", "block", "kind"))
-        else:
-            parser.add_argument("--coefficient", type=float, default=1.0)
-            parser.add_argument(
-                "--normalise", default="finetuned", choices=("finetuned", "zeroshot", "none")
-            )
-    elif name in ("iou", "rates"):
-        _mask_flags(parser, "sta")
-        if name == "iou":
-            parser.add_argument("--by", default="whole", choices=("whole", "block", "kind"))
-        else:
-            parser.add_argument("--level", default="block", choices=("block", "tensor"))
-    elif name in ("sweep", "negation-sweep"):
-        parser.add_argument(
-            "--method",
-            required=True,
-            help="ta, ties, dare, consensus, "
-            "sta-lp, sta-amp, sta-lpamp, sta-random, talos-mask, fisher-mask",
-        )
-        parser.add_argument("--values", type=_floats, help="comma-separated (default: the grid)")
-        if name == "sweep":
-            parser.add_argument("--param", help="parameter to sweep (default: the tuned one)")
-            parser.add_argument("--show", default="normalised", choices=("normalised", "accuracy"))
-    elif name == "scaling":
-        parser.add_argument("--methods", required=True, metavar="ta=0.3,sta-lp=0.7")
-        parser.add_argument("--counts", type=_ints, help="task counts N (default 2..all)")
-        parser.add_argument("--subsets", type=int, default=5, help="subsets per N (seeded)")
-    elif name == "stability":
-        parser.add_argument("--metric", default="lp")
-        parser.add_argument("--ns-values", type=_ints, default=[8, 16, 32, 64])
-        parser.add_argument("--p", type=float, default=0.7)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "analyse",
@@ -258,8 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inner = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     for name, compute in REPORTS.items():
         sub = inner.add_parser(name, help=_HELP[name].replace("%", "%%"), description=_HELP[name])
-        _common(sub)
-        _add_specific(name, sub)
+        add_flags(name, sub)
         if name in GRID_ANALYSES:
             add_executor_flags(sub)
         sub.set_defaults(func=_run, compute=compute)

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_device_flag, positive_int, tqdm_progress
+from .common import (
+    IMAGES_FLAG,
+    SAMPLES_FLAG,
+    SEED_FLAG,
+    THREADS_FLAG,
+    add_device_flag,
+    tqdm_progress,
+)
 
 __all__ = ["open_model_source", "register"]
 
@@ -128,7 +135,9 @@ def _source_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-pickle", action="store_true", help="allow a .pt/.bin --model (weights_only load)"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument(
+        "--threads", type=THREADS_FLAG, default=1, help="torch CPU threads (default 1)"
+    )
     add_device_flag(parser)
 
 
@@ -145,8 +154,12 @@ def register(subparsers: Any) -> None:
         help="checkpoint to score (default: the source's theta_t for lp, theta_pre for fisher)",
     )
     imp.add_argument("--task", required=True, help="task whose training split gives the samples")
-    imp.add_argument("--samples", type=int, default=32, help="Ns, training samples (default 32)")
-    imp.add_argument("--seed", type=int, default=0, help="seed of the sample draw (default 0)")
+    imp.add_argument(
+        "--samples", type=SAMPLES_FLAG, default=32, help="Ns, training samples (default 32)"
+    )
+    imp.add_argument(
+        "--seed", type=SEED_FLAG, default=0, help="seed of the sample draw (default 0)"
+    )
     imp.add_argument("--out", required=True, metavar="I.safetensors", help="output file")
     imp.add_argument("--cache-dir", metavar="DIR", help="cache folder (default $TASKARITH_CACHE)")
     _source_flags(imp)
@@ -160,7 +173,7 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--model", required=True, metavar="M.safetensors", help="image tower")
     ev.add_argument("--tasks", default="all", metavar="A,B,...|all", help="tasks (default all)")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
-    ev.add_argument("--max-samples", type=positive_int, metavar="N", help="images per task (all)")
+    ev.add_argument("--max-samples", type=IMAGES_FLAG, metavar="N", help="images per task (all)")
     ev.add_argument(
         "--normalised", action="store_true", help="add accuracy / fine-tuned accuracy per task"
     )

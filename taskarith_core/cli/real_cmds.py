@@ -18,7 +18,14 @@ import torch
 
 from ..errors import InputError
 from ..io import atomic_path, check_writable
-from .common import add_device_flag, tqdm_progress
+from .common import (
+    IMAGES_FLAG,
+    SAMPLES_FLAG,
+    SEED_FLAG,
+    THREADS_FLAG,
+    add_device_flag,
+    tqdm_progress,
+)
 
 __all__ = ["register"]
 
@@ -106,13 +113,6 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too few; use at least 1")
-    return value
-
-
 def register(subparsers: Any) -> None:
     conv = subparsers.add_parser(
         "convert",
@@ -130,7 +130,7 @@ def register(subparsers: Any) -> None:
     )
     conv.add_argument("--manifest", metavar="M.yaml", help="convert everything a manifest names")
     conv.add_argument("--trust-pickle", action="store_true", help="allow .pt/.bin you trust")
-    conv.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    conv.add_argument("--threads", type=THREADS_FLAG, default=1, help="torch CPU threads (1)")
     add_device_flag(conv)
     conv.set_defaults(func=_convert)
 
@@ -146,12 +146,12 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--protocol", required=True, choices=["addition", "negation"])
     rep.add_argument("--methods", default=DEFAULT_METHODS, help=f"default {DEFAULT_METHODS}")
     rep.add_argument("--tasks", help="comma-separated subset of the source's tasks")
-    rep.add_argument("--max-samples", type=_positive, help="cap images per task and split")
-    rep.add_argument("--samples", type=_positive, default=32, help="Ns for lp/fisher (32)")
-    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--max-samples", type=IMAGES_FLAG, help="cap images per task and split")
+    rep.add_argument("--samples", type=SAMPLES_FLAG, default=32, help="Ns for lp/fisher (32)")
+    rep.add_argument("--seed", type=SEED_FLAG, default=0)
     rep.add_argument("--per-task", action="store_true", help="print every task, not only means")
     rep.add_argument("--out", type=Path, help="write the table (every task) as CSV")
     rep.add_argument("--trust-pickle", action="store_true", help="allow .pt/.bin you trust")
-    rep.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    rep.add_argument("--threads", type=THREADS_FLAG, default=1, help="torch CPU threads (1)")
     add_device_flag(rep)
     rep.set_defaults(func=_reproduce)

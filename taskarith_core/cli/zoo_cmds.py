@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError, quote
-from .common import add_device_flag, positive_int, tqdm_progress
+from .common import THREADS_FLAG, add_device_flag, tqdm_progress
 
 __all__ = ["register"]
 
@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument(
         "--threads",
-        type=positive_int,
+        type=THREADS_FLAG,
         default=1,
         help="torch CPU threads (1 is fastest when other processes share the cores)",
     )
@@ -121,7 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     card = sub.add_parser("card", help="re-measure the card of a built zoo (no training)")
     card.add_argument("--root", help="zoo folder (default: the shipped assets/zoo)")
     card.add_argument("--paradigms", help="comma-separated subset to re-measure (default: all)")
-    card.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    card.add_argument("--threads", type=THREADS_FLAG, default=1, help="torch CPU threads")
     add_device_flag(card)
     card.set_defaults(func=_run_card)
     info = sub.add_parser("info", help="print the zoo's card of measured numbers")
