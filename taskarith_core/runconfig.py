@@ -49,7 +49,8 @@ SOURCE_KINDS = ("zoo", "manifest")
 ACTIONS = ("merge", "negate")
 IMPORTANCE_CHOICES = ("lp", "amp", "lp_amp", "fisher", "magnitude", "random")
 SPLIT_CHOICES = ("train", "val", "test")
-PARADIGMS = ("full", "attention", "talos")
+#: the zoo's paradigms (taskarith_core.zoo.PARADIGMS imports torch; a test keeps both equal)
+PARADIGMS = ("full", "attention", "talos", "linearized", "l-lora", "lota")
 #: characters of a text setting (a path, a task name, a device)
 _TEXT_LIMIT = 4096
 

@@ -138,3 +138,10 @@ def test_not_json_and_missing_file(tmp_path):
         load_config(tmp_path / "absent.json")
     with pytest.raises(InputError, match="JSON object"):
         RunConfig.from_json("[1, 2]")
+
+
+def test_run_configs_know_every_zoo_paradigm():
+    from taskarith_core import runconfig
+    from taskarith_core.zoo import PARADIGMS
+
+    assert runconfig.PARADIGMS == PARADIGMS

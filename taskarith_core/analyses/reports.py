@@ -324,12 +324,9 @@ def _scaling(opts, source, device, progress) -> Result:
 
     methods = opts.methods
     if isinstance(methods, str):  # a script's options: parse as the CLI does
-        from ..cli.analyse_flags import parse_methods
+        from ..cli.analyse_flags import methods_from_text
 
-        try:
-            methods = parse_methods(methods)
-        except ValueError as exc:  # argparse.ArgumentTypeError
-            raise InputError(f"--methods: {exc}") from None
+        methods = methods_from_text(methods)
     frame = task_count_scaling(
         source,
         methods,

@@ -23,9 +23,9 @@ from ..limits import (
     THREADS,
     XI_POINTS,
 )
-from .common import add_device_flag, float_flag, float_list_flag, int_flag, int_list_flag
+from .common import add_device_flag, as_flag, float_flag, float_list_flag, int_flag, int_list_flag
 
-__all__ = ["add_flags", "check_analysis", "parse_methods"]
+__all__ = ["add_flags", "check_analysis", "methods_from_text", "parse_methods"]
 
 METRICS = ("lp", "amp", "lp_amp", "fisher", "magnitude", "random")
 #: analyses that evaluate accuracy on a split / over a capped number of images
@@ -222,26 +222,27 @@ def add_flags(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--p", type=float_flag("p", 0.0, 1.0), default=0.7)
 
 
-def parse_methods(text: str) -> dict[str, float]:
+def methods_from_text(text: str) -> dict[str, float]:
     """``ta=0.3,sta-lp=0.7`` -> {method: value}; each name known, each value a finite number."""
     from ..analyses.sweeps import METHODS
     from ..limits import parse_float
 
     methods: dict[str, float] = {}
-    try:
-        for item in [i for i in text.split(",") if i.strip()][: LIST_VALUES + 1]:
-            name, sep, value = item.partition("=")
-            name = name.strip()
-            if not sep:
-                raise InputError(f"{quote(item)}: write NAME=VALUE, e.g. ta=0.3,sta-lp=0.7")
-            if name not in METHODS:
-                raise InputError(f"{quote(name)} is not a method; use {', '.join(METHODS)}")
-            methods[name] = parse_float(name, value, -COEFFICIENT, COEFFICIENT)
-        if not methods or len(methods) > LIST_VALUES:
-            raise InputError(f"give 1 to {LIST_VALUES} items NAME=VALUE, e.g. ta=0.3")
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    for item in [i for i in text.split(",") if i.strip()][: LIST_VALUES + 1]:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise InputError(f"{quote(item)}: write NAME=VALUE, e.g. ta=0.3,sta-lp=0.7")
+        if name not in METHODS:
+            raise InputError(f"{quote(name)} is not a method; use {', '.join(METHODS)}")
+        methods[name] = parse_float(name, value, -COEFFICIENT, COEFFICIENT)
+    if not methods or len(methods) > LIST_VALUES:
+        raise InputError(f"give 1 to {LIST_VALUES} items NAME=VALUE, e.g. ta=0.3")
     return methods
+
+
+#: argparse type of ``analyse scaling --methods``
+parse_methods = as_flag(methods_from_text)
 
 
 def check_analysis(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "SEED_FLAG",
     "THREADS_FLAG",
     "add_device_flag",
+    "as_flag",
     "add_executor_flags",
     "grid_journal",
     "float_flag",
@@ -124,7 +125,7 @@ def grid_journal(args: argparse.Namespace, folder: Any, name: str) -> Any:
     return Journal(path, cache_key(name, fields), resume=bool(getattr(args, "resume", False)))
 
 
-def _as_flag(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+def as_flag(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse type from a checker that raises InputError (argparse then names the flag)."""
 
     def flag(text: str) -> Any:
@@ -138,14 +139,14 @@ def _as_flag(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def int_flag(name: str, low: int, high: int) -> Callable[[str], int]:
     """argparse type: a whole number in [low, high] (``high`` usually from :mod:`..limits`)."""
-    return _as_flag(lambda text: parse_int(name, text, low, high))
+    return as_flag(lambda text: parse_int(name, text, low, high))
 
 
 def float_flag(
     name: str, low: float, high: float, high_open: bool = False
 ) -> Callable[[str], float]:
     """argparse type: a finite number in [low, high] or [low, high)."""
-    return _as_flag(lambda text: parse_float(name, text, low, high, high_open))
+    return as_flag(lambda text: parse_float(name, text, low, high, high_open))
 
 
 def _items(name: str, text: str, most: int) -> list[str]:
@@ -159,14 +160,12 @@ def _items(name: str, text: str, most: int) -> list[str]:
 
 def float_list_flag(name: str, low: float, high: float, most: int) -> Callable[[str], list]:
     """argparse type: comma-separated finite numbers in [low, high], at most ``most`` of them."""
-    return _as_flag(
-        lambda text: [parse_float(name, v, low, high) for v in _items(name, text, most)]
-    )
+    return as_flag(lambda text: [parse_float(name, v, low, high) for v in _items(name, text, most)])
 
 
 def int_list_flag(name: str, low: int, high: int, most: int) -> Callable[[str], list]:
     """argparse type: comma-separated whole numbers in [low, high], at most ``most`` of them."""
-    return _as_flag(lambda text: [parse_int(name, v, low, high) for v in _items(name, text, most)])
+    return as_flag(lambda text: [parse_int(name, v, low, high) for v in _items(name, text, most)])
 
 
 #: the flags every command shares, bounded by :mod:`taskarith_core.limits`
