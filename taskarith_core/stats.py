@@ -65,6 +65,10 @@ class Interval:
             f"{f.format(scale * self.high)}]"
         )
 
+    def ends(self, scale: float = 100.0, digits: int = 2) -> str:
+        """``[61.20, 63.71]``: the interval alone, in the unit the caller prints."""
+        return f"[{scale * self.low:.{digits}f}, {scale * self.high:.{digits}f}]"
+
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 

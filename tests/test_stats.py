@@ -127,6 +127,7 @@ def test_mismatched_runs_are_refused():
 
 def test_interval_text():
     assert Interval(0.6248, 0.612, 0.6371).text() == "62.48 [61.20, 63.71]"
+    assert Interval(0.6248, 0.612, 0.6371).ends() == "[61.20, 63.71]"
 
 
 def test_many_distinct_values_resample_indices_like_counts():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import gradio as gr
@@ -326,3 +327,41 @@ def test_no_ranking_summary_names_the_tensors():
     text = masks_tab.no_ranking_summary(table)
     assert "`x.bias` 33%" in text and "y.weight" not in text
     assert masks_tab.no_ranking_summary(table.assign(no_ranking=0)) == ""
+
+
+def test_run_shows_references_intervals_and_compares_runs(base):
+    from taskarith_core.ui import evidence
+
+    first = _merge_cfg(base, "sta", importance="amp")
+    _, figure, mean, history, _ = merge_tab.run_merge(first, [])
+    second = _merge_cfg(base, "task_arithmetic", lam=0.1)
+    _, _, _, history, frame = merge_tab.run_merge(second, history)
+    assert "95% interval of the run's mean" in mean and "random importance" in mean
+    merged = next(t for t in figure.data if t.name == "merged")
+    assert merged.error_y.array[-1] >= 0 and merged.error_y.array[0] == 0  # whisker on the mean
+    assert any("task arithmetic" in a.text for a in figure.layout.annotations)
+    assert {"95% interval", "vs task arithmetic"} <= set(frame.columns)
+    assert "_config" not in frame.columns
+    assert frame["vs random importance"].isna().tolist() == [False, True]
+    text = evidence.compare_runs(history, 1, 2)
+    assert text.startswith("Run 1 minus run 2") and "paired images" in text
+    assert evidence.compare_runs(history, 1, 1).endswith("cannot separate them**.")
+    with pytest.raises(InputError, match="no run 7"):
+        evidence.compare_runs(history, 7, 1)
+    other = _merge_cfg(base, "task_arithmetic", tasks=TASKS[:2])
+    _, _, _, history, _ = merge_tab.run_merge(other, history)
+    with pytest.raises(InputError, match="same images"):
+        evidence.compare_runs(history, 3, 1)
+
+
+def test_zoo_claims_panel_lists_every_claim(tmp_path):
+    from taskarith_core.ui.evidence import CLAIM_SENTENCES, zoo_claims_markdown
+
+    shipped = zoo_claims_markdown(merge_tab._ZOO_CARD)
+    assert all(sentence in shipped for sentence in CLAIM_SENTENCES.values())
+    card = tmp_path / "card.json"
+    claim = {"verdict": "cannot tell", "holds": False, "ta": 63.6, "interval": [-0.5, 1.2]}
+    card.write_text(json.dumps({"claims": {"sta_lp_beats_ta": claim}}))
+    text = zoo_claims_markdown(card)
+    assert "**cannot tell**" in text and "[-0.50, 1.20]" in text and "ta 63.6" in text
+    assert zoo_claims_markdown(tmp_path / "missing.json") == ""

@@ -65,6 +65,10 @@ def test_cli_run_in_process_for_sta_and_forgetting(mini_zoo_root, tmp_path, caps
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "sta.csv")]) == 0
     cli = pd.read_csv(tmp_path / "sta.csv")
     assert cli["merged"].tolist() == shown["merged"].tolist()
+    printed = capsys.readouterr().out
+    assert "95% intervals: merged [" in printed
+    for reference in ("zero-shot", "task arithmetic, lambda chosen on val", "random importance"):
+        assert reference in printed
     forget = forget_tab.forget_config(
         source, cfg.tasks[0], "task_arithmetic", "lp", 0.8, 0.9, 8, 0, 0
     )

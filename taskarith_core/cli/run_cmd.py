@@ -39,12 +39,33 @@ def run_config(config_path: str, out: str | None = None, device: str | None = No
     return cfg, table
 
 
+def _references(cfg) -> tuple[str, str]:
+    """(95% intervals of the run's two means, the references table) as printed."""
+    from ..analyses.references import references_table, run_references
+    from ..ui.sources import explorer_for
+
+    refs = run_references(explorer_for(cfg), cfg, tqdm_progress("references"))
+    table = references_table(refs)
+    run = table.iloc[0]
+    intervals = (
+        f"95% intervals: merged {run['95% interval']}, normalised "
+        f"{run['normalised 95% interval']} (bootstrap over the evaluated images)"
+    )
+    return intervals, table.to_string(index=False)
+
+
 def _run(args: argparse.Namespace) -> int:
     cfg, table = run_config(args.config, args.out, args.device)
     sys.stdout.write(table.to_string(index=False) + "\n")
     if cfg.action == "merge":
         merged, normalised = table.attrs["means"]
         sys.stdout.write(f"mean merged {merged:.2f}  mean normalised {normalised:.2f}\n")
+        if not args.no_references:
+            intervals, references = _references(cfg)
+            sys.stdout.write(
+                f"{intervals}\n\nReferences on the same images (run minus reference in "
+                f"normalised points; verdict on 'the run is better'):\n{references}\n"
+            )
     return 0
 
 
@@ -64,5 +85,11 @@ def register(subparsers) -> None:
     parser.add_argument("--out", metavar="RESULTS.csv", help="also write the table as CSV")
     parser.add_argument(
         "--device", default=None, help="override the config's device (cpu, cuda, cuda:N, mps, auto)"
+    )
+    parser.add_argument(
+        "--no-references",
+        action="store_true",
+        help="skip the references (zero-shot, fine-tuned, task arithmetic with lambda chosen on "
+        "val, random importance) and the intervals; their first computation takes a while",
     )
     parser.set_defaults(func=_run)

@@ -28,6 +28,13 @@ from .common import (
     write_figures,
     write_text,
 )
+from .evidence import (
+    compare_runs,
+    history_extras,
+    interval_markdown,
+    mark_references,
+    zoo_claims_markdown,
+)
 from .param_controls import param_control
 from .results import (
     HISTORY_COLUMNS,
@@ -55,6 +62,9 @@ __all__ = [
     "save_merged_model",
     "source_settings",
 ]
+
+#: the shipped zoo's card, whose claims the Merge tab lists (read as JSON: no torch import)
+_ZOO_CARD = Path(__file__).resolve().parents[2] / "assets" / "zoo" / "card.json"
 
 #: evaluation images per task the page starts with: 0 = the whole split (the zoo card's numbers);
 #: a seeded subset (e.g. 500) keeps runs on large models or busy machines interactive
@@ -135,13 +145,27 @@ def fraction_text(method: str, params: dict[str, Any], n_tasks: int) -> str:
     return MERGE_METHODS[method].summary if method in MERGE_METHODS else ""
 
 
-def run_merge(cfg: RunConfig, history: list[dict] | None, progress: Any = None):
-    """Merge + evaluate; returns (per-task table, figure, mean text, history, history frame)."""
+def run_merge(
+    cfg: RunConfig, history: list[dict] | None, progress: Any = None, references: bool = True
+):
+    """Merge + evaluate; returns (per-task table, figure, mean text, history, history frame).
+
+    ``references``: also measure the run against zero-shot, fine-tuned, task arithmetic (lambda
+    chosen on val) and, for importance-masked methods, random importance, with 95% intervals."""
     service = explorer(cfg)
     table = service.run_merge(cfg, gr_progress(progress))
-    history = list(history or []) + [history_row(cfg, table, len(history or []) + 1)]
+    row = history_row(cfg, table, len(history or []) + 1)
     figure = accuracy_figure(table, title=_title(cfg))
-    return table, figure, mean_markdown(table, cfg), history, history_frame(history)
+    mean = mean_markdown(table, cfg)
+    if references:
+        from ..analyses.references import references_table, run_references
+
+        found = references_table(run_references(service, cfg, gr_progress(progress)))
+        mark_references(figure, found)
+        mean += "\n\n" + interval_markdown(found)
+        row.update(history_extras(found, cfg.to_dict()))
+    history = list(history or []) + [row]
+    return table, figure, mean, history, history_frame(history)
 
 
 def _title(cfg: RunConfig) -> str:
@@ -207,6 +231,10 @@ def _method_switch(method: str) -> list[Any]:
 def _results_column() -> dict[str, Any]:
     """Right column: chart, mean, this run's table, all runs, downloads."""
     r: dict[str, Any] = {}
+    claims = zoo_claims_markdown(_ZOO_CARD)
+    if claims:
+        with gr.Accordion("What this zoo shows (measured on its test images)", open=False):
+            gr.Markdown(claims, elem_id="merge-zoo-claims")
     r["chart"] = gr.Plot(label="Per-task accuracy", elem_id="merge-chart")
     r["mean"] = gr.Markdown(elem_id="merge-mean")
     r["table"] = gr.Dataframe(
@@ -221,6 +249,11 @@ def _results_column() -> dict[str, Any]:
         elem_id="merge-history",
         interactive=False,
     )
+    with gr.Row():
+        r["run_a"] = gr.Number(2, precision=0, label="Compare run", min_width=80)
+        r["run_b"] = gr.Number(1, precision=0, label="with run", min_width=80)
+        r["compare"] = gr.Button("Compare on the same images", elem_id="merge-compare")
+    r["comparison"] = gr.Markdown(elem_id="merge-comparison")
     r["files"] = gr.File(label="Downloads: run config, figure, results CSV", file_count="multiple")
     with gr.Row():
         r["model_btn"] = gr.Button("Build merged model (.safetensors)")
@@ -273,6 +306,14 @@ def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
         return save_merged_model(cfg_dict, progress)
 
     r["model_btn"].click(on_model, [last_config], r["model_file"], api_name="merged_model")
+
+    @user_errors
+    def on_compare(history_value, first, second, progress=gr.Progress()):  # noqa: B008
+        return compare_runs(history_value, first, second)
+
+    r["compare"].click(
+        on_compare, [history, r["run_a"], r["run_b"]], r["comparison"], api_name="compare_runs"
+    )
 
     @user_errors
     def on_upload(path):

@@ -132,4 +132,6 @@ def history_row(cfg: RunConfig, table: pd.DataFrame, run: int) -> dict[str, Any]
 
 
 def history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(history)
+    """The runs table as shown (fields starting with "_", e.g. a run's config, stay hidden)."""
+    frame = pd.DataFrame(history)
+    return frame.drop(columns=[c for c in frame.columns if str(c).startswith("_")])
