@@ -1,8 +1,8 @@
 """Masks tab: per-layer selection rates (tasks x layers, by kind), mask IoU, per-tensor drill-down.
 
-Moving p or the sparsity only rebuilds the masks from cached importances (the Explorer's memo),
-so the heatmap follows the slider; the drill-down draws each task's mask of one 2-D tensor as an
-image.
+Letting go of p or the sparsity rebuilds the masks from cached importances (the Explorer's memo),
+so the heatmap follows the slider at once; the drill-down draws each task's mask of one 2-D
+tensor as an image.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def masks_html(source: dict | None, kind: str, *values: Any) -> list[str]:
 
 
 def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
-    """Lay out the Masks tab; heatmaps follow p / k as they move."""
+    """Lay out the Masks tab; heatmaps follow p / k when a slider is let go."""
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             tasks = gr.CheckboxGroup(
@@ -220,7 +220,10 @@ def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
     inputs = [source_state, kind, *controls]
     outputs = [heatmap, summary, tensor]
     for control in (*controls, kind):
-        control.change(
+        # a slider redraws once, where it is let go (a drag fires .change at every step and
+        # queued seconds of redraws on a busy machine); the other controls on each change
+        event = control.release if isinstance(control, gr.Slider) else control.change
+        event(
             update_masks,
             inputs,
             outputs,

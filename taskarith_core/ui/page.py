@@ -30,6 +30,13 @@ PARADIGM_LABELS = [
     ("attention-only", "attention"),
     ("TaLoS sparse", "talos"),
 ]
+#: Enter in a number box (a slider's included) commits the value like leaving the box does, so a
+#: typed p redraws the masks at once (their sliders redraw on release, not at every drag step)
+ENTER_COMMITS = (
+    "<script>document.addEventListener('keydown', (event) => {"
+    " if (event.key === 'Enter' && event.target.matches('input[type=number]'))"
+    " event.target.blur(); });</script>"
+)
 INTRO = (
     "## Merge explorer\nMerge CLIP task vectors with STA, TaLoS masks, task arithmetic, TIES, "
     "DARE or Consensus; see which parameters each task keeps; forget a task. Every run can be "
@@ -115,7 +122,10 @@ def build_page(
     # Gradio copies every returned file into its cache; drop copies older than a day, hourly
     cache_policy = (3600, 86400)
     with gr.Blocks(
-        title="Merge explorer", analytics_enabled=False, delete_cache=cache_policy
+        title="Merge explorer",
+        analytics_enabled=False,
+        delete_cache=cache_policy,
+        head=ENTER_COMMITS,
     ) as demo:
         gr.Markdown(INTRO)
         source_state = gr.State(start)
