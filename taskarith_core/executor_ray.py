@@ -83,14 +83,13 @@ def _is_state(value: Any) -> bool:
     )
 
 
-def _write_state(state: dict, folder: Path) -> _OnDisk:
+def _write_state(state: dict, folder: Path, digest: str) -> _OnDisk:
     """One safetensors file per state dict, named by its content (written once, reused)."""
     from safetensors.torch import save_file
 
-    from .analyses._common import state_digest
     from .io import atomic_path
 
-    path = folder / f"shared-{state_digest(state)[:24]}.safetensors"
+    path = folder / f"shared-{digest[:32]}.safetensors"
     if not path.is_file():
         with atomic_path(path) as tmp:
             save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, tmp)
@@ -213,16 +212,19 @@ class RayExecutor:
 
     def __init__(self, ray: Any, spec: ExecutorSpec) -> None:
         self.ray, self.spec, self.label = ray, spec, spec.label
-        self._shared: dict[int, tuple[Any, Any]] = {}  # id -> (state dict, its reference)
+        self._shared: dict[str, Any] = {}  # content digest -> where the workers find it
 
     def _share(self, state: dict) -> Any:
-        """One object-store entry (or file) per state dict for this executor's lifetime, so
-        the same weights used by several grids travel once."""
-        if id(state) not in self._shared:
+        """One object-store entry (or file) per distinct state dict for this executor's
+        lifetime, found by content: weights that several grids load again travel once."""
+        from .analyses._common import state_digest
+
+        digest = state_digest(state)
+        if digest not in self._shared:
             folder = self.spec.shared_dir
-            ref = _write_state(state, folder) if folder else _InStore(self.ray.put(state))
-            self._shared[id(state)] = (state, ref)
-        return self._shared[id(state)][1]
+            ref = _write_state(state, folder, digest) if folder else _InStore(self.ray.put(state))
+            self._shared[digest] = ref
+        return self._shared[digest]
 
     def run(self, unit: Unit, context: Any, items: Sequence[Any], *, gpu: bool = False):
         import torch

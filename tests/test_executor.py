@@ -267,3 +267,16 @@ def test_cli_resume_continues_an_interrupted_sweep(tmp_path, monkeypatch):
     assert merged == [0.5] and not journal.exists()
     frame = pd.read_csv(tmp_path / "out" / "sweep.csv")
     assert sorted(set(frame["value"])) == [0.2, 0.5]
+
+
+def test_reproduce_on_ray_equals_local(ray_local, tmp_path, monkeypatch):
+    rep = ["reproduce", "--source", "zoo:full", "--protocol", "addition", "--methods", "ta"]
+    rep += ["--tasks", "digits,letters", "--max-samples", "16"]
+    local, remote = tmp_path / "local.csv", tmp_path / "ray.csv"
+    assert _cli_in(tmp_path / "c", monkeypatch, *rep, "--out", str(local)) == 0
+    assert (
+        _cli_in(tmp_path / "c", monkeypatch, *rep, "--executor", "ray", "--out", str(remote)) == 0
+    )
+    a, b = pd.read_csv(local), pd.read_csv(remote)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert not list(tmp_path.glob(".*.jsonl"))

@@ -138,8 +138,10 @@ def _tune_and_report(
     device: Any,
     max_samples: int | None,
     keep_correct: bool = False,
+    grid_run: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Sweep on the selection split, then evaluate the chosen value on the report split."""
+    """Sweep on the selection split, then evaluate the chosen value on the report split.
+    ``grid_run``: the executor / journal the sweep's values run on (default: here)."""
     val = accuracy_sweep(
         source,
         prep.name,
@@ -149,6 +151,7 @@ def _tune_and_report(
         device=device,
         max_samples=max_samples,
         prepared=prep,
+        **(grid_run or {}),
     )
     chosen = _select_addition(val)
     score = float(val[(val["task"] == "mean") & (val["value"] == chosen)]["normalised"].iloc[0])
@@ -182,6 +185,7 @@ def addition_protocol(
     stream: bool = False,
     progress: Progress = no_progress,
     keep_correct: bool = False,
+    grid_run: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Task addition table: per method, the parameter chosen on ``select_split`` and the test
     accuracy / normalised accuracy per task and their mean (``task="mean"``).
@@ -189,7 +193,8 @@ def addition_protocol(
     ``keep_correct``: per-task rows also hold their per-image correctness (column ``correct``),
     for intervals and paired comparisons (:mod:`taskarith_core.stats`).
     ``stream``: build each merged model from the checkpoint files one tensor at a time
-    (:mod:`taskarith_core.real.streamed`, same numbers), never holding every fine-tuned model."""
+    (:mod:`taskarith_core.real.streamed`, same numbers), never holding every fine-tuned model.
+    ``grid_run``: ``executor`` / ``journal`` for the grid points (e.g. Ray; --resume)."""
     tasks = resolve_tasks(source, tasks, minimum=2)
     for name in methods:
         method_spec(name)
@@ -209,6 +214,7 @@ def addition_protocol(
                     device,
                     max_samples,
                     keep_correct,
+                    grid_run,
                 )  # fmt: skip
             )
         progress(index + 1, len(methods), name)
@@ -257,6 +263,7 @@ def negation_protocol(
     seed: int = 0,
     stream: bool = False,
     progress: Progress = no_progress,
+    grid_run: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Task negation table: per method and target task, the value chosen on ``select_split``
     and the test target / control accuracy, with zero-shot beside them and a mean row.
@@ -274,6 +281,7 @@ def negation_protocol(
             seed=seed,
             keep=keep,
             stream=stream,
+            **(grid_run or {}),
         )
         val = negation_sweep(source, name, grid, split=select_split, **common)
         chosen = _chosen_values(val)

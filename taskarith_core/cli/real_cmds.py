@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..executor import open_executor
 from ..io import atomic_path, check_writable
 from .common import (
     IMAGES_FLAG,
@@ -24,6 +25,8 @@ from .common import (
     SEED_FLAG,
     THREADS_FLAG,
     add_device_flag,
+    add_executor_flags,
+    grid_journal,
     tqdm_progress,
 )
 
@@ -91,26 +94,46 @@ def _reproduce(args: argparse.Namespace) -> int:
         source = open_model_source(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    _, table = reproduce(
-        source,
-        args.protocol,
-        methods,
-        tasks=tasks,
-        device=pick_device(args.device),
-        max_samples=args.max_samples,
-        samples=args.samples,
-        seed=args.seed,
-        progress=tqdm_progress(args.protocol),
-    )
+    device = pick_device(args.device)
+    spec, journal = _grid_flags(args)
+    with open_executor(spec, gpu=device.type == "cuda") as executor:
+        _, table = reproduce(
+            source,
+            args.protocol,
+            methods,
+            tasks=tasks,
+            device=device,
+            max_samples=args.max_samples,
+            samples=args.samples,
+            seed=args.seed,
+            progress=tqdm_progress(args.protocol),
+            executor=executor,
+            journal=journal,
+        )
     if args.out:
         with atomic_path(args.out) as tmp:
             table.to_csv(tmp, index=False)
+        if journal is not None:
+            journal.finish()
     shown = table[table["task"] == "mean"] if not args.per_task else table
     shown = shown.drop(columns=["tasks"])
     sys.stdout.write(f"{source.name} ({source.arch}), tasks: {table['tasks'].iloc[0]}\n")
     sys.stdout.write(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}") + "\n")
     sys.stdout.write("published: taskarith_core/real/published.csv (paper, table, note)\n")
     return 0
+
+
+def _grid_flags(args: argparse.Namespace):
+    """The executor --executor names and, with --out, the journal of finished grid points kept
+    beside it (--resume needs it)."""
+    from ..executor import parse_executor
+
+    spec = parse_executor(args.executor, args.shared_dir)
+    if args.resume and not args.out:
+        raise InputError("--resume continues the run that wrote --out; give the same --out")
+    if not args.out:
+        return spec, None
+    return spec, grid_journal(args, Path(args.out).parent, f"{Path(args.out).name}.reproduce")
 
 
 def register(subparsers: Any) -> None:
@@ -154,4 +177,5 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--trust-pickle", action="store_true", help="allow .pt/.bin you trust")
     rep.add_argument("--threads", type=THREADS_FLAG, default=1, help="torch CPU threads (1)")
     add_device_flag(rep)
+    add_executor_flags(rep)
     rep.set_defaults(func=_reproduce)

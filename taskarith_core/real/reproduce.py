@@ -101,12 +101,18 @@ def reproduce(
     seed: int = 0,
     stream: bool | None = None,
     progress: Progress = no_progress,
+    executor: Any = None,
+    journal: Any = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the protocol on ``source``; return (our full table, comparison with the papers).
 
     ``stream`` (default: for a manifest's checkpoints, not for the small embedded zoo) builds
     every merged / negated model from the files one tensor at a time, so at most one model copy
-    is held beside the evaluation tower; the numbers are the same either way."""
+    is held beside the evaluation tower; the numbers are the same either way.
+
+    ``executor`` (e.g. Ray, :mod:`taskarith_core.executor`) runs the grid points; its workers
+    get the models in memory, so it does not stream. ``journal`` keeps finished points for
+    --resume."""
     from ..analyses.protocol import addition_protocol, negation_protocol
     from .streamed import should_stream
 
@@ -117,6 +123,9 @@ def reproduce(
             f"{source.name}: negation needs a control set; add `control:` to the manifest"
         )
     run = addition_protocol if protocol == "addition" else negation_protocol
+    grid_run = {"executor": executor, "journal": journal}
+    grid_run = {k: v for k, v in grid_run.items() if v is not None}
+    stream = False if executor is not None and executor.label != "local" else stream
     stream = should_stream(source, stream)
     ours = run(
         source,
@@ -129,6 +138,7 @@ def reproduce(
         seed=seed,
         stream=stream,
         progress=progress,
+        grid_run=grid_run,
     )
     used = ",".join(tasks or source.tasks)
     table = compare_with_published(ours, protocol, source.arch).assign(tasks=used)
