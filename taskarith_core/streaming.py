@@ -182,6 +182,12 @@ def stream_merge(
     full = check_params(method, params or {}, len(finetuned))
     spec = MERGE_METHODS[method]
     check_writable(out)
+    if spec.needs == "adaptation":
+        raise InputError(
+            f"method {method!r} learns its coefficients on unlabeled test images through the "
+            "model, which checkpoint files alone do not give; run it on a model source (the "
+            "page, `run --config`, sweeps or reproduce)"
+        )
     side_paths = {"importances": importances, "masks": masks}.get(spec.needs or "", ())
     if spec.needs and not side_paths:
         raise InputError(f"method {method!r} needs --{spec.needs} (one file per fine-tuned model)")

@@ -154,6 +154,7 @@ def test_registries_list_the_paper_methods():
         "tsv_m",
         "iso_c",
         "iso_cts",
+        "adamerging",
     }
     assert set(NEGATION_METHODS) == {"sta", "task_arithmetic"}
 

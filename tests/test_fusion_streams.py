@@ -51,3 +51,13 @@ def test_streamed_equals_in_memory(models, method, params):
     expected = merge(method, pre, fts, **params)
     for key in KEYS:
         torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0)
+
+
+def test_adamerging_is_refused_on_files_alone(models):
+    from taskarith_core.errors import InputError
+
+    tmp, _, _ = models
+    paths = [tmp / f"ft{t}.safetensors" for t in range(3)]
+    with pytest.raises(InputError, match="unlabeled test images"):
+        stream_merge("adamerging", tmp / "pre.safetensors", paths, tmp / "ada.safetensors")
+    assert not (tmp / "ada.safetensors").exists()

@@ -14,7 +14,19 @@ import torch
 
 from ..errors import InputError, quote
 from ..taskvec import StateDict, check_same_layout
-from . import arithmetic, average, breadcrumbs, consensus, dare, iso, pcb, sta, ties, tsv
+from . import (
+    adamerging,
+    arithmetic,
+    average,
+    breadcrumbs,
+    consensus,
+    dare,
+    iso,
+    pcb,
+    sta,
+    ties,
+    tsv,
+)
 from .params import Param
 from .spec import MethodSpec
 
@@ -46,6 +58,7 @@ MERGE_METHODS: dict[str, MethodSpec] = {
     "tsv_m": tsv.SPEC,
     "iso_c": iso.SPEC,
     "iso_cts": iso.CTS_SPEC,
+    "adamerging": adamerging.SPEC,
 }
 
 NEGATION_METHODS: dict[str, MethodSpec] = {
@@ -91,7 +104,7 @@ def merge(
     method, full = _resolve(MERGE_METHODS, "merge", name, params, len(finetuned))
     for index, ft in enumerate(finetuned):
         check_same_layout(pretrained, ft, other_name=f"fine-tuned model {index + 1}")
-    if method.needs:
+    if method.needs and method.needs != "adaptation":  # an Adaptation is checked by its method
         side = full.get(method.needs)
         if side is None or len(side) != len(finetuned):
             raise InputError(
