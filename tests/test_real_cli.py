@@ -167,3 +167,44 @@ def test_reproduce_runs_on_the_zoo_too(mini_zoo_root, capsys):
     assert main([*args, "--protocol", "addition", "--methods", "ta", "--max-samples", "16"]) == 0
     printed = capsys.readouterr().out
     assert "ta" in printed and "zeroshot" in printed
+
+
+def test_reproduce_refuses_a_method_the_source_cannot_run_before_starting(
+    mini_zoo_root, monkeypatch, capsys
+):
+    from taskarith_core.analyses import protocol
+
+    def never(*args, **kwargs):
+        raise AssertionError("the protocol started")
+
+    monkeypatch.setattr(protocol, "addition_protocol", never)
+    monkeypatch.setattr(protocol, "negation_protocol", never)
+    args = ["reproduce", "--source", "zoo:full", "--zoo-root", str(mini_zoo_root)]
+    assert main([*args, "--protocol", "addition", "--methods", "ta,talos-mask"]) == 2
+    assert "needs the TaLoS masks" in _error_line(capsys)
+    assert main([*args, "--protocol", "negation", "--methods", "ta,ties"]) == 2
+    assert "'ties' has no negation" in _error_line(capsys)
+
+
+def test_reproduce_prints_each_method_when_done_and_keeps_them_on_a_failure(
+    mini_zoo_root, monkeypatch, capsys, tmp_path
+):
+    from taskarith_core.analyses import protocol
+
+    def grid(source, name, *args, **kwargs):
+        if name == "ties":
+            raise RuntimeError("the machine ran out of memory")
+        return [0.5]
+
+    monkeypatch.setattr(protocol, "method_grid", grid)
+    out = tmp_path / "finished.csv"
+    args = ["reproduce", "--source", "zoo:full", "--zoo-root", str(mini_zoo_root)]
+    with pytest.raises(RuntimeError):
+        main([*args, "--protocol", "addition", "--methods", "ta,ties", "--max-samples", "8",
+              "--out", str(out)])  # fmt: skip
+    said = capsys.readouterr()
+    assert said.out.startswith("done: ta (lam=0.5): absolute ")
+    assert "wrote the 1 finished methods" in said.err
+    import pandas as pd
+
+    assert set(pd.read_csv(out)["method"]) == {"ta"}

@@ -14,7 +14,7 @@ split, whichever way the test numbers fall (Ilharco et al.; seed 002 A; TaLoS A.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -25,7 +25,10 @@ from ._common import resolve_tasks
 from .negation import CONTROL_KEEP, negation_sweep
 from .sweeps import Prepared, accuracy_sweep, evaluate_merged, method_spec, prepare_method
 
-__all__ = ["addition_protocol", "method_grid", "negation_protocol", "reference_rows"]
+__all__ = ["MethodDone", "addition_protocol", "method_grid", "negation_protocol", "reference_rows"]
+
+#: called with (method name, its rows) as soon as a method's rows are measured
+MethodDone = Callable[[str, pd.DataFrame], None]
 
 
 def _talos_sparsity(source: Any, tasks: Sequence[str]) -> float:
@@ -186,6 +189,7 @@ def addition_protocol(
     progress: Progress = no_progress,
     keep_correct: bool = False,
     grid_run: Mapping[str, Any] | None = None,
+    on_method: MethodDone | None = None,
 ) -> pd.DataFrame:
     """Task addition table: per method, the parameter chosen on ``select_split`` and the test
     accuracy / normalised accuracy per task and their mean (``task="mean"``).
@@ -194,7 +198,8 @@ def addition_protocol(
     for intervals and paired comparisons (:mod:`taskarith_core.stats`).
     ``stream``: build each merged model from the checkpoint files one tensor at a time
     (:mod:`taskarith_core.real.streamed`, same numbers), never holding every fine-tuned model.
-    ``grid_run``: ``executor`` / ``journal`` for the grid points (e.g. Ray; --resume)."""
+    ``grid_run``: ``executor`` / ``journal`` for the grid points (e.g. Ray; --resume).
+    ``on_method(name, rows)`` receives each method's rows as soon as they are measured."""
     tasks = resolve_tasks(source, tasks, minimum=2)
     for name in methods:
         method_spec(name)
@@ -217,6 +222,8 @@ def addition_protocol(
                     grid_run,
                 )  # fmt: skip
             )
+        if on_method is not None:
+            on_method(name, frames[-1])
         progress(index + 1, len(methods), name)
     out = pd.concat(frames, ignore_index=True)
     if include_references:
@@ -264,11 +271,13 @@ def negation_protocol(
     stream: bool = False,
     progress: Progress = no_progress,
     grid_run: Mapping[str, Any] | None = None,
+    on_method: MethodDone | None = None,
 ) -> pd.DataFrame:
     """Task negation table: per method and target task, the value chosen on ``select_split``
     and the test target / control accuracy, with zero-shot beside them and a mean row.
 
-    ``stream``: edited models are built from the files one tensor at a time (same numbers)."""
+    ``stream``: edited models are built from the files one tensor at a time (same numbers).
+    ``on_method(name, rows)`` receives each method's rows as soon as they are measured."""
     tasks = resolve_tasks(source, tasks)
     frames = []
     for index, name in enumerate(methods):
@@ -295,6 +304,8 @@ def negation_protocol(
         numeric = ["target_accuracy", "target_zeroshot", "control_accuracy", "control_zeroshot"]
         mean = frame[numeric].mean().to_frame().T.assign(method=name, task="mean")
         frames.append(pd.concat([frame, mean], ignore_index=True))
+        if on_method is not None:
+            on_method(name, frames[-1])
         progress(index + 1, len(methods), name)
     out = pd.concat(frames, ignore_index=True)
     return out.assign(selected_on=select_split, split=report_split, source=source.name)

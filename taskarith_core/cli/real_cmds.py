@@ -92,24 +92,36 @@ def _reproduce(args: argparse.Namespace) -> int:
         from .model_cmds import open_model_source
 
         source = open_model_source(args)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = _methods(args.methods, source, args.protocol)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     device = pick_device(args.device)
     spec, journal = _grid_flags(args)
+    finished: list = []
+
+    def show(name: str, rows: Any) -> None:
+        finished.append(rows)
+        sys.stdout.write(_method_line(name, rows) + "\n")
+        sys.stdout.flush()
+
     with open_executor(spec, gpu=device.type == "cuda") as executor:
-        _, table = reproduce(
-            source,
-            args.protocol,
-            methods,
-            tasks=tasks,
-            device=device,
-            max_samples=args.max_samples,
-            samples=args.samples,
-            seed=args.seed,
-            progress=tqdm_progress(args.protocol),
-            executor=executor,
-            journal=journal,
-        )
+        try:
+            _, table = reproduce(
+                source,
+                args.protocol,
+                methods,
+                tasks=tasks,
+                device=device,
+                max_samples=args.max_samples,
+                samples=args.samples,
+                seed=args.seed,
+                progress=tqdm_progress(args.protocol),
+                executor=executor,
+                journal=journal,
+                on_method=show,
+            )
+        except Exception:
+            _keep_finished(finished, args.out)
+            raise
     if args.out:
         with atomic_path(args.out) as tmp:
             table.to_csv(tmp, index=False)
@@ -134,6 +146,51 @@ def _grid_flags(args: argparse.Namespace):
     if not args.out:
         return spec, None
     return spec, grid_journal(args, Path(args.out).parent, f"{Path(args.out).name}.reproduce")
+
+
+def _methods(text: str | None, source: Any, protocol: str) -> list[str]:
+    """The methods named, or by default the paper's list without what this source cannot run
+    (talos-mask without TaLoS masks; methods without a negation for the negation protocol)."""
+    from ..real.reproduce import check_methods
+
+    if text is not None:
+        return [m.strip() for m in text.split(",") if m.strip()]
+    methods = []
+    for name in DEFAULT_METHODS.split(","):
+        try:
+            check_methods(source, protocol, [name])
+        except InputError:
+            continue
+        methods.append(name)
+    return methods
+
+
+def _method_line(name: str, rows: Any) -> str:
+    """One method's mean row, printed as soon as the method is done."""
+    mean = rows[rows["task"] == "mean"].iloc[0]
+    setting = (
+        ""
+        if mean["param"] is None or mean["param"] != mean["param"]
+        else (f" ({mean['param']}={mean['value']:g})")
+    )
+    ours = [c for c in ("absolute", "normalised", "target", "control") if c in rows.columns]
+    base = {"method", "param", "value", "task", *ours}
+    published = [c for c in rows.columns if c not in base and isinstance(mean[c], float)]
+    text = f"done: {name}{setting}: " + ", ".join(f"{c} {mean[c]:.2f}" for c in ours)
+    shown = [f"{c} {mean[c]:.2f}" for c in published if mean[c] == mean[c]]
+    return text + (f"  [published: {'; '.join(shown)}]" if shown else "")
+
+
+def _keep_finished(finished: list, out: Any) -> None:
+    """On a failure after some methods finished, their rows still reach --out (a whole table of
+    the finished methods, written atomically)."""
+    if not finished or not out:
+        return
+    import pandas as pd
+
+    with atomic_path(out) as tmp:
+        pd.concat(finished, ignore_index=True).to_csv(tmp, index=False)
+    print(f"wrote the {len(finished)} finished methods to {out}", file=sys.stderr)
 
 
 def register(subparsers: Any) -> None:
@@ -167,7 +224,10 @@ def register(subparsers: Any) -> None:
     where.add_argument("--source", default="zoo:full", help="zoo:full | zoo:attention | zoo:talos")
     rep.add_argument("--zoo-root", metavar="DIR", help="another zoo folder (default: shipped)")
     rep.add_argument("--protocol", required=True, choices=["addition", "negation"])
-    rep.add_argument("--methods", default=DEFAULT_METHODS, help=f"default {DEFAULT_METHODS}")
+    rep.add_argument(
+        "--methods",
+        help=f"comma-separated (default {DEFAULT_METHODS}, without those the source cannot run)",
+    )
     rep.add_argument("--tasks", help="comma-separated subset of the source's tasks")
     rep.add_argument("--max-samples", type=IMAGES_FLAG, help="cap images per task and split")
     rep.add_argument("--samples", type=SAMPLES_FLAG, default=32, help="Ns for lp/fisher (32)")

@@ -113,6 +113,10 @@ class FileSource:
         check_compatible(self._shapes, state, path)
         return state
 
+    def has_talos_mask(self, task: str) -> bool:
+        """Whether ``task`` has a TaLoS mask file (checked before a protocol starts)."""
+        return task in self._masks
+
     def talos_mask(self, task: str) -> dict[str, torch.Tensor] | None:
         self._check_task(task, allow_control=False)
         path = self._masks.get(task)

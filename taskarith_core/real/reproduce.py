@@ -9,7 +9,7 @@ whatever tasks the source has, so the mean is over *those* tasks: the ``tasks`` 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from ..progress import Progress, no_progress
 __all__ = [
     "PROTOCOLS",
     "PUBLISHED_CSV",
+    "check_methods",
     "compare_with_published",
     "paper_arch",
     "published",
@@ -88,6 +89,34 @@ def compare_with_published(ours: pd.DataFrame, protocol: str, arch: str) -> pd.D
     return mine.merge(wide, on=["method", "task"], how="left")
 
 
+def check_methods(
+    source: Any, protocol: str, methods: Sequence[str], tasks: Sequence[str] | None = None
+) -> None:
+    """Refuse, before anything runs, a method that is unknown, has no negation (for the negation
+    protocol) or needs TaLoS masks the source lacks."""
+    from ..analyses._common import resolve_tasks
+    from ..analyses.sweeps import method_spec
+
+    if not methods:
+        raise InputError("no method to run; give --methods, e.g. ta,ties,sta-lp")
+    tasks = resolve_tasks(source, tasks)
+    for name in methods:
+        spec = method_spec(name)
+        if protocol == "negation" and spec.negation is None:
+            raise InputError(
+                f"method {name!r} has no negation; use ta, talos-mask or an sta-* method"
+            )
+        if spec.masks == "talos":
+            has = getattr(source, "has_talos_mask", None)
+            missing = [t for t in tasks if has is not None and not has(t)]
+            if missing:
+                raise InputError(
+                    f"method {name!r} needs the TaLoS masks of the fine-tuning, and "
+                    f"{source.name} has none for {missing[0]}; drop {name} or use a source "
+                    "fine-tuned with TaLoS (zoo:talos, or talos_mask in the manifest)"
+                )
+
+
 def reproduce(
     source: Any,
     protocol: str,
@@ -103,9 +132,13 @@ def reproduce(
     progress: Progress = no_progress,
     executor: Any = None,
     journal: Any = None,
+    on_method: Callable[[str, pd.DataFrame], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the protocol on ``source``; return (our full table, comparison with the papers).
 
+    Every method is checked against the source first (:func:`check_methods`), so a method the
+    source cannot run is refused before anything is computed. ``on_method(name, rows)`` gets
+    each method's comparison rows as soon as they are measured.
     ``stream`` (default: for a manifest's checkpoints, not for the small embedded zoo) builds
     every merged / negated model from the files one tensor at a time, so at most one model copy
     is held beside the evaluation tower; the numbers are the same either way.
@@ -122,11 +155,18 @@ def reproduce(
         raise InputError(
             f"{source.name}: negation needs a control set; add `control:` to the manifest"
         )
+    check_methods(source, protocol, methods, tasks)
     run = addition_protocol if protocol == "addition" else negation_protocol
     grid_run = {"executor": executor, "journal": journal}
     grid_run = {k: v for k, v in grid_run.items() if v is not None}
     stream = False if executor is not None and executor.label != "local" else stream
     stream = should_stream(source, stream)
+
+    def done(name: str, rows: pd.DataFrame) -> None:
+        if on_method is not None:
+            table = compare_with_published(rows, protocol, source.arch)
+            on_method(name, table[table["method"] == name])
+
     ours = run(
         source,
         list(methods),
@@ -139,6 +179,7 @@ def reproduce(
         stream=stream,
         progress=progress,
         grid_run=grid_run,
+        on_method=done,
     )
     used = ",".join(tasks or source.tasks)
     table = compare_with_published(ours, protocol, source.arch).assign(tasks=used)
