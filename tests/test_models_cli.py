@@ -99,6 +99,7 @@ def test_evaluate_prints_table_and_writes_csv(cli, tiny, tmp_path, capsys):
     assert frame.loc[0, "accuracy"] == 1.0 and frame.loc[0, "normalised"] == 1.0
     printed = capsys.readouterr().out
     assert "task1" in printed and "mean" in printed
+    assert "95% interval: accuracy [" in printed and "normalised [" in printed
 
 
 def test_evaluate_unknown_task_and_source(cli, tiny, capsys, monkeypatch):

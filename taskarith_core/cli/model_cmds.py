@@ -111,10 +111,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         device,
         args.max_samples,
         tqdm_progress("evaluate"),
+        keep_correct=True,
     )
+    hits = dict(zip(frame["task"], frame.pop("correct")))
+    weights = None
     if args.normalised:
         refs = reference_accuracies(source, args.split, device, args.max_samples)
         frame = add_normalised(frame, refs)
+        weights = {t: 1.0 / f for t, f in zip(refs["task"], refs["finetuned"]) if t in hits}
     if args.out:
         with atomic_path(args.out) as tmp:
             frame.to_csv(tmp, index=False)
@@ -122,7 +126,18 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     sys.stdout.write(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}") + "\n")
     mean = shown.drop(columns=["task"]).mean(numeric_only=True)
     print("mean " + "  ".join(f"{k}={v:.4f}" for k, v in mean.items()))
+    print(_intervals(hits, weights))
     return 0
+
+
+def _intervals(hits: dict, weights: dict | None) -> str:
+    """95% bootstrap intervals of the printed means, over the evaluated images."""
+    from ..stats import bootstrap_mean
+
+    text = f"95% interval: accuracy {bootstrap_mean(hits).ends(scale=1, digits=4)}"
+    if weights is not None and set(weights) == set(hits):
+        text += f"  normalised {bootstrap_mean(hits, weights).ends(scale=1, digits=4)}"
+    return text + " (bootstrap over the evaluated images)"
 
 
 def _source_flags(parser: argparse.ArgumentParser) -> None:
