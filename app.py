@@ -39,12 +39,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def warm_up(source: dict) -> None:
     """Import the engine, open the default source and compute what the first Run needs (reference
-    accuracies, lp importances) while the first visitor reads the page."""
+    accuracies, lp importances, then the default run's references) while the first visitor reads
+    the page."""
     from taskarith_core.ui.common import config_from_source, explorer
-    from taskarith_core.ui.merge_tab import PAGE_EVAL_SAMPLES
+    from taskarith_core.ui.merge_tab import PAGE_EVAL_SAMPLES, warm_references
 
     try:
         explorer(config_from_source(source)).warm(PAGE_EVAL_SAMPLES or None)
+        warm_references(source)  # after what the first Run needs: the references come second
     except Exception:  # noqa: BLE001 - the page reports the same problem to the user on load
         return
 

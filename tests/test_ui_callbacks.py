@@ -365,3 +365,11 @@ def test_zoo_claims_panel_lists_every_claim(tmp_path):
     text = zoo_claims_markdown(card)
     assert "**cannot tell**" in text and "[-0.50, 1.20]" in text and "ta 63.6" in text
     assert zoo_claims_markdown(tmp_path / "missing.json") == ""
+
+
+def test_warm_references_prepares_the_default_run(base):
+    merge_tab.warm_references(base)
+    service = _service(base)
+    before = service.counts["analysis"]
+    merge_tab.run_merge(merge_tab.default_config(base), [])
+    assert service.counts["analysis"] == before  # its references were already computed

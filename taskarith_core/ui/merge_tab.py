@@ -53,6 +53,8 @@ __all__ = [
     "PARAM_CONTROLS",
     "PAGE_EVAL_SAMPLES",
     "build_merge_tab",
+    "default_config",
+    "warm_references",
     "controls_from_config",
     "fraction_text",
     "merge_config",
@@ -166,6 +168,22 @@ def run_merge(
         row.update(history_extras(found, cfg.to_dict()))
     history = list(history or []) + [row]
     return table, figure, mean, history, history_frame(history)
+
+
+def default_config(source: dict | None) -> RunConfig:
+    """The run the Merge tab's Run button makes before any control is touched."""
+    tasks = explorer(config_from_source(source)).tasks
+    values = param_values("sta")
+    return merge_config(source, tasks, "sta", "lp", 32, 0, PAGE_EVAL_SAMPLES, "test", *values)
+
+
+def warm_references(source: dict | None) -> None:
+    """The references of the default run (task arithmetic with lambda chosen on val, random
+    importance): computed at start-up, and from the disk cache on every later start."""
+    from ..analyses.references import run_references
+
+    cfg = default_config(source)
+    run_references(explorer(cfg), cfg)
 
 
 def _title(cfg: RunConfig) -> str:
