@@ -54,9 +54,9 @@ PARADIGMS = ("full", "attention", "talos", "linearized", "l-lora", "lota")
 #: characters of a text setting (a path, a task name, a device)
 _TEXT_LIMIT = 4096
 
-#: side inputs the service makes from the source: importances of the chosen metric, and
-#: TaLoS-style bottom-k masks of them (methods needing anything else are not offered)
-PAGE_SIDE_INPUTS = (None, "importances", "importance", "masks")
+#: side inputs the service makes from the source: importances of the chosen metric,
+#: TaLoS-style bottom-k masks of them, and the test images with a model forward (AdaMerging)
+PAGE_SIDE_INPUTS = (None, "importances", "importance", "masks", "adaptation")
 #: the setting of the bottom-k masks the service makes for a method that reads masks
 SPARSITY = Param(
     "sparsity",
@@ -207,7 +207,7 @@ class RunConfig:
     def reads_importance(self) -> bool:
         """Whether the method's side input is made from importances (then importance, Ns and
         seed matter)."""
-        return method_spec(self.action, self.method).needs is not None
+        return method_spec(self.action, self.method).needs not in (None, "adaptation")
 
     def settings_text(self) -> str:
         """``name=value`` of every setting the method reads, for titles and tables."""

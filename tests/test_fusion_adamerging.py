@@ -102,3 +102,25 @@ def test_zoo_adaptation_runs_the_tower_and_refuses_a_source_without_images():
 
     with pytest.raises(InputError, match="no-data has none for task 'digits'"):
         adaptation_for(NoData(), ["digits"])
+
+
+def test_page_service_and_sweeps_run_adamerging_on_the_zoo():
+    from taskarith_core.analyses.sweeps import prepare_method
+    from taskarith_core.runconfig import MERGE_CHOICES, RunConfig
+    from taskarith_core.ui.session import Explorer
+    from taskarith_core.zoo.source import ZooSource
+
+    assert "adamerging" in MERGE_CHOICES
+    source = ZooSource()
+    tasks = source.tasks[:2]
+    cfg = RunConfig(method="adamerging", tasks=tasks, params={"steps": 1, "batch_size": 2})
+    state = Explorer(source).merged_state(cfg)
+    pre, fts = source.load_pretrained(), [source.load_finetuned(t) for t in tasks]
+    key = "visual.proj"
+    # one Adam step from 0.3 moves each coefficient by at most lr
+    moved = state[key] - pre[key] - 0.3 * sum(ft[key] - pre[key] for ft in fts)
+    assert float(moved.abs().max()) <= 1.1e-3 * sum(
+        float((f[key] - pre[key]).abs().max()) for f in fts
+    )
+    prep = prepare_method(source, "adamerging-layer", tasks)
+    assert prep.params(0.3)["granularity"] == "layer" and "adaptation" in prep.params(0.3)

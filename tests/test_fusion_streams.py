@@ -61,3 +61,23 @@ def test_adamerging_is_refused_on_files_alone(models):
     with pytest.raises(InputError, match="unlabeled test images"):
         stream_merge("adamerging", tmp / "pre.safetensors", paths, tmp / "ada.safetensors")
     assert not (tmp / "ada.safetensors").exists()
+
+
+def test_every_published_merge_method_can_be_measured():
+    """Each merge method of the papers' tables is a method the sweeps and reproduce run."""
+    from taskarith_core.analyses.sweeps import METHODS
+    from taskarith_core.real.reproduce import published
+
+    paradigms = {"zeroshot", "l-lora", "linearized-ft", "lota"}  # fine-tuning, not merging
+    assert set(published()["method"]) - paradigms <= set(METHODS)
+
+
+@pytest.mark.parametrize("name", ["avg", "avg+dare", "ta+dare", "ties+dare", "pcb", "tsv-m"])
+def test_sweep_entries_merge_the_zoo(name):
+    from taskarith_core.analyses.sweeps import METHODS, prepare_method
+    from taskarith_core.zoo.source import ZooSource
+
+    source = ZooSource()
+    prep = prepare_method(source, name, source.tasks[:3])
+    state = prep.merge(METHODS[name].grid[-1])
+    assert all(bool(v.isfinite().all()) for v in state.values() if v.is_floating_point())

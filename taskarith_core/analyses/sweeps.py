@@ -50,6 +50,13 @@ P_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))
 #: control rule's boundary lies at p 0.7-0.95, so p is searched there in steps of 0.05 as lambda is.
 NEGATION_P_GRID = (0.1, 0.2, 0.3, 0.4, *(round(0.05 * i, 2) for i in range(10, 20)), 0.975, 0.99)
 #: TaLoS A.1: sparsity ratios {0.1, ..., 0.9, 0.95, 0.99}.
+#: DARE's drop rate where a table adds it to another method (its authors' default for vision)
+DARE_RATE = 0.5
+DARE_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))
+#: PCB's coefficient: the range its authors search (their default 1.2 inside)
+PCB_GRID = tuple(round(0.8 + 0.1 * i, 1) for i in range(6))
+#: the SVD merges' alpha (TSV-M and Iso pick theirs around 1-1.5 on validation)
+ALPHA_GRID = tuple(round(0.2 * i, 1) for i in range(2, 11))
 K_GRID = (*(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.99)
 
 
@@ -95,6 +102,19 @@ METHODS: dict[str, MethodSpec] = {
         "masked_arithmetic", "lam", LAMBDA_GRID, masks="talos", negation="task_arithmetic"
     ),
     "fisher-mask": MethodSpec("masked_arithmetic", "k", K_GRID, masks="fisher", fixed={"lam": 1.0}),
+    # baselines of the papers' tables; "+dare" rows drop half of each task vector first
+    "avg": MethodSpec("average", "dare_rate", (0.0,)),
+    "avg+dare": MethodSpec("average", "dare_rate", DARE_GRID),
+    "ta+dare": MethodSpec("task_arithmetic", "lam", LAMBDA_GRID, fixed={"dare_rate": DARE_RATE}),
+    "ties+dare": MethodSpec("ties", "lam", LAMBDA_GRID, fixed={"dare_rate": DARE_RATE}),
+    "pcb": MethodSpec("pcb", "lam", PCB_GRID),
+    "breadcrumbs": MethodSpec("breadcrumbs", "lam", LAMBDA_GRID),
+    "tsv-m": MethodSpec("tsv_m", "lam", ALPHA_GRID),
+    "iso-c": MethodSpec("iso_c", "lam", ALPHA_GRID),
+    "iso-cts": MethodSpec("iso_cts", "lam", ALPHA_GRID),
+    # coefficients learned on the test images themselves: nothing left to choose on val
+    "adamerging-task": MethodSpec("adamerging", "init", (0.3,), fixed={"granularity": "task"}),
+    "adamerging-layer": MethodSpec("adamerging", "init", (0.3,), fixed={"granularity": "layer"}),
 }
 
 
@@ -154,8 +174,10 @@ class SideInputs:
     """What every merge of a method shares besides the models: importances (STA), the source's
     masks (TaLoS) or Fisher scores to mask at each k. Plain data, so it can travel to workers."""
 
-    kind: str = "none"  #: "none", "importances", "masks" or "fisher"
+    kind: str = "none"  #: "none", "importances", "masks", "fisher" or "adaptation"
     tensors: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    #: unlabeled images and a model forward (AdaMerging); holds a callable, so it stays local
+    adaptation: Any = None
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
         if self.kind == "importances":
@@ -165,6 +187,8 @@ class SideInputs:
         if self.kind == "fisher":
             rest = {k: v for k, v in params.items() if k != "k"}
             return {**rest, "masks": bottom_k_masks(self.tensors, float(params["k"]))}
+        if self.kind == "adaptation":
+            return {**params, "adaptation": self.adaptation}
         return params
 
 
@@ -180,6 +204,12 @@ def _side_inputs(source, tasks, spec, pre, samples, seed, device) -> SideInputs:
 
         found = talos_masks(source, tasks)
         return SideInputs("masks", [found[t] for t in tasks])
+    from ..fusion import MERGE_METHODS
+
+    if MERGE_METHODS[spec.registry].needs == "adaptation":
+        from ..models.adaptation import adaptation_for
+
+        return SideInputs("adaptation", adaptation=adaptation_for(source, tasks, device=device))
     return SideInputs()
 
 

@@ -226,6 +226,11 @@ class StreamedMethod:
 
         self.name, self.spec, self._in = name, method_spec(name), inputs
         self._method = MERGE_METHODS[self.spec.registry]
+        if self._method.needs == "adaptation":
+            raise InputError(
+                f"{name} runs the model on test images with every task vector in memory, so it "
+                "cannot stream from checkpoint files; run it on a source that fits in memory"
+            )
         self._imps = inputs.importances(self.spec.metric) if self.spec.metric else None
         self._masks = inputs.talos_masks() if self.spec.masks == "talos" else None
         self._scores = inputs.importances("fisher") if self.spec.masks == "fisher" else None

@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from ..analyses.sweeps import METHODS
 from ..errors import InputError
 from ..numbers import percent_frame, styled
 from .common import (
@@ -33,19 +34,8 @@ ANALYSES = [
     ("Scaling with the number of tasks", "scaling"),
     ("Importance stability against Ns", "stability"),
 ]
-SWEEP_METHODS = [
-    "ta",
-    "ties",
-    "dare",
-    "consensus",
-    "sta-lp",
-    "sta-amp",
-    "sta-lpamp",
-    "sta-fisher",
-    "sta-random",
-    "talos-mask",
-    "fisher-mask",
-]
+#: every method the sweeps know (their registry)
+SWEEP_METHODS = list(METHODS)
 _SCALING = {"ta": 0.3, "sta-lp": 0.8, "sta-random": 0.8}
 
 

@@ -237,7 +237,7 @@ def _controls_column(task_names: list[str]) -> dict[str, Any]:
 
 
 def _reads_importance(method: str) -> bool:
-    return MERGE_METHODS[method].needs is not None
+    return MERGE_METHODS[method].needs not in (None, "adaptation")
 
 
 def _method_switch(method: str) -> list[Any]:

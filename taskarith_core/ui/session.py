@@ -144,6 +144,12 @@ class Explorer:
             self._importances(cfg, tasks, progress)
             masks = self.masks(cfg, tasks)
             side["masks"] = [masks[t] for t in tasks]
+        elif needs == "adaptation":
+            from ..models.adaptation import adaptation_for
+
+            side["adaptation"] = adaptation_for(
+                self.source, tasks, device=self.device, progress=progress
+            )
         progress(len(tasks), len(tasks), "merging")
         return merge(cfg.method, pre, fts, **cfg.method_params(), **side)
 
