@@ -2,7 +2,7 @@
 
     python benchmarks/app_latency.py [--zoo-root DIR] [--paradigm full] [--threads N]
 
-Prints, against the issue's targets (embedded zoo, 2 CPU cores): moving p to a new masks heatmap
+Prints, against the targets (embedded zoo, 2 CPU cores): moving p to a new masks heatmap
 (< 1 s), merge + evaluate all tasks (< 3 s), cold start of ``python app.py`` to a served page
 (< 10 s), and a 15 x 15 xi grid with 256 samples per task (< 30 s). Caches on disk go to a fresh
 temporary folder, so nothing is read from an earlier run.

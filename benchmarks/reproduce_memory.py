@@ -13,7 +13,7 @@ image tower, as ``evaluate_states`` does before running images: the memory is th
 protocol minus the image batches. ``--evaluator none`` measures the merge alone. The model files
 are deleted at the end unless ``--keep``; temp files of the merge live in $TMPDIR.
 
-Target (issue #7): peak RSS < 4 GB.
+Target: peak RSS < 4 GB.
 
 Measured 2026-11-25 on the 2-core CPU dev machine (shared, load 5-8), torch threads 1, VmHWM in MiB,
 evaluator=tower: ta 3180-3228 (none: 1834; imports 543, + tower 1947), ties 3204-3207, sta-amp

@@ -1,8 +1,8 @@
 """Analyses the papers draw, each a function returning a pandas DataFrame (figures in
 :mod:`.figures`, CLI in ``taskarith_core.cli.analyse_cmds``):
 
-- :mod:`.xi`: disentanglement error xi(alpha1, alpha2) (seed 002 Eq. 2, TaLoS Eq. 10);
-- :mod:`.kernel`: kernel-behaviour test by post-hoc linearisation (seed 002 Section 3.2);
+- :mod:`.xi`: disentanglement error xi(alpha1, alpha2) (attention-only paper Eq. 2, TaLoS Eq. 10);
+- :mod:`.kernel`: kernel-behaviour test by post-hoc linearisation (attention-only paper 3.2);
 - :mod:`.geometry`: task-vector cosine, mask IoU, selection rates, function localisation;
 - :mod:`.sweeps` / :mod:`.negation`: accuracy against a method's parameter, negation with the
   control rule, scaling with the number of tasks, stability against Ns;

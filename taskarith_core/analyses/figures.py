@@ -94,8 +94,8 @@ def xi_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
 
 
 def kernel_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Non-linear vs post-hoc linearised accuracy per task (seed 002 Fig. 3), one trace per label,
-    with the equal-accuracy diagonal."""
+    """Non-linear vs post-hoc linearised accuracy per task (attention-only paper Fig. 3), one
+    trace per label, with the equal-accuracy diagonal."""
     _require(frame, ["task", "nonlinear", "linearised"], "kernel")
     fig = go.Figure()
     labels = frame["label"] if "label" in frame.columns else pd.Series(["model"] * len(frame))
@@ -184,7 +184,7 @@ def _label_panels(fig: go.Figure, groups: list, x_title: str, y_title: str) -> N
 
 
 def cosine_figure(frame: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Cosine similarity between task vectors (seed 002 Fig. 10); one panel per group."""
+    """Cosine similarity between task vectors (attention-only paper Fig. 10), one panel a group."""
     _require(frame, ["group", "task_a", "task_b", "cosine"], "cosine")
     groups = _order(frame["group"])
     fig = _group_grid(groups, [str(g) for g in groups])

@@ -1,5 +1,6 @@
-"""Task-vector and mask geometry: cosine similarity (seed 002 Fig. 10), mask IoU (TaLoS Fig. 11),
-per-layer selection rates (STA Fig. 4, TaLoS Fig. 4) and function localisation (TaLoS Fig. 3).
+"""Task-vector and mask geometry: cosine similarity (attention-only paper Fig. 10), mask IoU
+(TaLoS Fig. 11), per-layer selection rates (STA Fig. 4, TaLoS Fig. 4) and function localisation
+(TaLoS Fig. 3).
 
 Pairwise statistics are accumulated one tensor at a time as small N x N Gram matrices, so memory
 stays at N times the largest tensor whatever the model size.
@@ -185,7 +186,7 @@ def localisation_matrix(
     progress: Progress = no_progress,
 ) -> pd.DataFrame:
     """Accuracy of theta_pre + c tau_i on every task j (TaLoS Fig. 3), with the ratios to the
-    fine-tuned accuracy on j (the issue's normalisation) and to the zero-shot accuracy on j
+    fine-tuned accuracy on j (the normalised accuracy) and to the zero-shot accuracy on j
     (the paper's). ``vectors`` may be masked or sparse; by default the source's task vectors."""
     from ..models.evaluation import evaluate_states, reference_accuracies
 

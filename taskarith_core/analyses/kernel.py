@@ -1,4 +1,4 @@
-"""Kernel-behaviour test (seed 002 Section 3.2 / Fig. 3; TaLoS Appendix A.4).
+"""Kernel-behaviour test (attention-only paper Section 3.2 / Fig. 3; TaLoS Appendix A.4).
 
 Post-hoc linearisation of a fine-tuned image tower around theta_pre:
 f_lin(x; theta_t) = f(x; theta_pre) + J(x) (theta_t - theta_pre), one ``torch.func.jvp`` per

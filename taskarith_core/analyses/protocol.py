@@ -1,7 +1,7 @@
 """The papers' evaluation protocols, shared by the zoo card and ``reproduce``.
 
 Hyperparameters are chosen on the validation split and the chosen setting is reported on the test
-split, whichever way the test numbers fall (Ilharco et al.; seed 002 A; TaLoS A.1):
+split, whichever way the test numbers fall (Ilharco et al.; attention-only paper A; TaLoS A.1):
 
 - addition: the value of the method's parameter (lambda on {0.05, ..., 1.0}, STA's p at the
   N - 1 values that give distinct masks for N tasks, sparsity k) with the highest mean normalised

@@ -159,7 +159,8 @@ def _xi(opts, source, device, progress) -> Result:
 
 
 def _kernel(opts, source, device, progress) -> Result:
-    """``source`` may be a list (e.g. the zoo's paradigms) to overlay them as in seed 002 Fig. 3."""
+    """``source`` may be a list (e.g. the zoo's paradigms) to overlay them (attention-only paper
+    Fig. 3)."""
     from . import figures
     from .kernel import kernel_test
 

@@ -1,4 +1,4 @@
-"""Disentanglement error xi(alpha1, alpha2) (seed 002 Eq. 2; TaLoS Eq. 10).
+"""Disentanglement error xi(alpha1, alpha2) (attention-only paper Eq. 2; TaLoS Eq. 10).
 
 xi = sum over t in {1, 2} of mean_{x in D_t} dist(f(x; theta_pre + alpha_t tau_t),
 f(x; theta_pre + alpha1 tau1 + alpha2 tau2)). The single-task outputs depend on one coefficient
@@ -62,7 +62,7 @@ def _disagreement(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
 
 
 def _kl(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Seed 002 Eq. 2: KL(p_single || p_combined) between the softmax output distributions."""
+    """Attention-only paper Eq. 2: KL(p_single || p_combined) of the softmax outputs."""
     log_p = F.log_softmax(reference.float(), dim=-1)
     log_q = F.log_softmax(other.float(), dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1).clamp_min(0.0)
@@ -106,7 +106,7 @@ class XiGrid:
         return [round(self.lo + i * step, 10) for i in range(self.points)]
 
 
-#: seed 002 Appendix A (15x15 on [-2, 2]^2) and TaLoS Fig. 2 (20x20 on [-3, 3]^2).
+#: attention-only paper Appendix A (15x15 on [-2, 2]^2) and TaLoS Fig. 2 (20x20 on [-3, 3]^2).
 XI_PRESETS: dict[str, XiGrid] = {
     "ortiz": XiGrid(15, -2.0, 2.0),
     "talos": XiGrid(20, -3.0, 3.0),

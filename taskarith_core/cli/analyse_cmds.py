@@ -63,8 +63,8 @@ def _write(out: Path, name: str, result: Result) -> list[Path]:
 # ----------------------------------------------------------------------------- parser
 
 _HELP = {
-    "xi": "disentanglement error xi(alpha1, alpha2) of two task vectors (Ortiz-Jimenez et al., "
-    "Eq. 2)",
+    "xi": "disentanglement error xi(alpha1, alpha2) of two task vectors (attention-only "
+    "paper, Eq. 2)",
     "kernel": "post-hoc linearised vs non-linear accuracy per task (kernel-behaviour test)",
     "cosine": "cosine similarity between task vectors, whole / per block / per kind",
     "iou": "mask IoU between tasks (STA masks at p, or the TaLoS masks)",

@@ -1,9 +1,9 @@
 """Fine-tuning the image tower on one task with its frozen zero-shot head, in three paradigms.
 
 ``full`` trains every image-tower weight; ``attention`` only W_q, W_k, W_v (packed in
-``in_proj_weight``) and W_o (seed 002); ``talos`` multiplies gradients by a calibrated mask (TaLoS
-Eq. 8). Weights outside the trained set are restored bit-for-bit after every step, so the task
-vector of a sparse paradigm is exactly zero where it should be.
+``in_proj_weight``) and W_o (the attention-only paper, ICLR 2025); ``talos`` multiplies gradients
+by a calibrated mask (TaLoS Eq. 8). Weights outside the trained set are restored bit-for-bit
+after every step, so the task vector of a sparse paradigm is exactly zero where it should be.
 """
 
 from __future__ import annotations
