@@ -68,6 +68,7 @@ def test_merge_endpoint_returns_chart_mean_and_tables(served):
         "merge_accuracy.html",
         "plotly.min.js",
         "merge_results.csv",
+        "all_runs.csv",
     }
 
 

@@ -373,3 +373,14 @@ def test_warm_references_prepares_the_default_run(base):
     before = service.counts["analysis"]
     merge_tab.run_merge(merge_tab.default_config(base), [])
     assert service.counts["analysis"] == before  # its references were already computed
+
+
+def test_every_run_keeps_its_own_downloads():
+    store, picker = merge_tab.remember_downloads([{"run": 1}], ["/a/run_config.json"], {})
+    store, picker = merge_tab.remember_downloads(
+        [{"run": 1}, {"run": 2}], ["/b/run_config.json", "/b/merge_results.csv"], store
+    )
+    assert picker["choices"] == ["1", "2"] and picker["value"] == "2"
+    assert merge_tab.run_downloads("1", store) == ["/a/run_config.json"]
+    assert merge_tab.run_downloads(2, store) == ["/b/run_config.json", "/b/merge_results.csv"]
+    assert merge_tab.run_downloads(None, store) == []

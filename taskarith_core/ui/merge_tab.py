@@ -60,6 +60,8 @@ __all__ = [
     "merge_config",
     "param_values",
     "read_uploaded_config",
+    "remember_downloads",
+    "run_downloads",
     "run_merge",
     "save_merged_model",
     "source_settings",
@@ -191,12 +193,29 @@ def _title(cfg: RunConfig) -> str:
     return f"{cfg.method} ({used}) on {len(cfg.tasks)} tasks"
 
 
-def _downloads(cfg: RunConfig, figure: Any, history: list[dict]) -> list[str]:
+def _downloads(cfg: RunConfig, figure: Any, table: pd.DataFrame, history: list[dict]):
+    """One run's files: its config, its figure, its per-task table, and all runs so far."""
     return [
         write_text("run_config.json", cfg.to_json()),
         *write_figures({"merge_accuracy.html": figure}),
-        write_text("merge_results.csv", history_frame(history).to_csv(index=False)),
+        write_text("merge_results.csv", percent_table(table).to_csv(index=False)),
+        write_text("all_runs.csv", history_frame(history).to_csv(index=False)),
     ]
+
+
+def remember_downloads(history: list[dict] | None, files: Any, store: dict | None):
+    """Keep the files of the run just added to the history under its run number, so every row
+    of the runs table keeps its own downloads; returns (store, run picker update)."""
+    store = dict(store or {})
+    if history and files:
+        store[str(history[-1]["run"])] = [str(f) for f in files]
+    runs = sorted(store, key=int)
+    return store, gr.update(choices=runs, value=runs[-1] if runs else None)
+
+
+def run_downloads(run: Any, store: dict | None) -> list[str]:
+    """The files of the picked run (none before the first run)."""
+    return list((store or {}).get(str(run), [])) if run not in (None, "") else []
 
 
 def _controls_column(task_names: list[str]) -> dict[str, Any]:
@@ -272,7 +291,16 @@ def _results_column() -> dict[str, Any]:
         r["run_b"] = gr.Number(1, precision=0, label="with run", min_width=80)
         r["compare"] = gr.Button("Compare on the same images", elem_id="merge-compare")
     r["comparison"] = gr.Markdown(elem_id="merge-comparison")
-    r["files"] = gr.File(label="Downloads: run config, figure, results CSV", file_count="multiple")
+    with gr.Row(equal_height=True):
+        r["files_run"] = gr.Dropdown(
+            [], label="Downloads of run", scale=0, min_width=140, elem_id="merge-files-run"
+        )
+        r["files"] = gr.File(
+            label="Downloads: run config, figure, this run's CSV, all runs' CSV",
+            file_count="multiple",
+            scale=4,
+            elem_id="merge-files",
+        )
     with gr.Row():
         r["model_btn"] = gr.Button("Build merged model (.safetensors)")
         r["upload"] = gr.UploadButton("Load run config (JSON)", file_types=[".json"])
@@ -286,7 +314,7 @@ CONTROL_NAMES = ("tasks", "method", "importance", "samples", "seed", "max_sample
 
 def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
     """Lay out the Merge tab; returns its components (the page wires source changes to them)."""
-    history, last_config = gr.State([]), gr.State(None)
+    history, last_config, run_files = gr.State([]), gr.State(None), gr.State({})
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             c = _controls_column(task_names)
@@ -314,10 +342,20 @@ def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
         result, figure, mean_text, hist, frame = run_merge(cfg, history_value, progress)
         shown = styled(percent_table(result), PERCENT_COLUMNS)
         runs = styled(frame, [c for c in frame.columns if c != "run"])
-        return figure, mean_text, shown, runs, hist, cfg.to_dict(), _downloads(cfg, figure, hist)
+        files = _downloads(cfg, figure, result, hist)
+        return figure, mean_text, shown, runs, hist, cfg.to_dict(), files
 
     outputs = [r["chart"], r["mean"], r["table"], r["runs"], history, last_config, r["files"]]
-    c["run"].click(on_run, [source_state, history, *controls], outputs, api_name="merge")
+    c["run"].click(on_run, [source_state, history, *controls], outputs, api_name="merge").then(
+        remember_downloads,
+        [history, r["files"], run_files],
+        [run_files, r["files_run"]],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    r["files_run"].input(
+        run_downloads, [r["files_run"], run_files], r["files"], api_visibility="private"
+    )
 
     @user_errors
     def on_model(cfg_dict, progress=gr.Progress()):  # noqa: B008
