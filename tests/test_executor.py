@@ -280,3 +280,17 @@ def test_reproduce_on_ray_equals_local(ray_local, tmp_path, monkeypatch):
     a, b = pd.read_csv(local), pd.read_csv(remote)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert not list(tmp_path.glob(".*.jsonl"))
+
+
+def test_scaling_on_ray_equals_local(ray_local, tmp_path, monkeypatch):
+    scaling = ["analyse", "scaling", "--methods", "ta=0.3,sta-amp=0.7", "--counts", "2,3"]
+    scaling += ["--tasks", "digits,letters,shapes", "--subsets", "2", "--max-samples", "16"]
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert _cli_in(tmp_path / "c", monkeypatch, *scaling, "--out", str(local)) == 0
+    assert (
+        _cli_in(tmp_path / "c", monkeypatch, *scaling, "--executor", "ray", "--out", str(remote))
+        == 0
+    )
+    a, b = pd.read_csv(local / "scaling.csv"), pd.read_csv(remote / "scaling.csv")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert len(b) == 2 * 3

@@ -340,6 +340,7 @@ def _scaling(opts, source, device, progress) -> Result:
         max_samples=opts.max_samples,
         samples=opts.ns,
         progress=progress,
+        **_grid(opts),
     )
     means = frame.groupby(["method", "n_tasks"], as_index=False)["mean_normalised"].mean()
     text = f"merging N tasks on {source.name} (mean normalised accuracy)\n" + _table(means)

@@ -352,38 +352,18 @@ def _subsets(tasks: Sequence[str], size: int, limit: int, rng: random.Random) ->
 
 
 @contextlib.contextmanager
-def _subset_merger(source, tasks, stream: bool, samples: int, seed: int, device: Any):
-    """``(method, subset, value) -> merged state``: from models held once in memory, or streamed
-    from the checkpoint files (one merged copy at a time; each task's importance file written
-    once for all subsets)."""
-    if stream:
-        from ..real.streamed import streamed_subsets
+def _subset_merger(source, tasks, samples: int, seed: int, device: Any):
+    """``(method, subset, value) -> merged state`` streamed from the checkpoint files (one merged
+    copy at a time; each task's importance file written once for all subsets)."""
+    from ..real.streamed import streamed_subsets
 
-        with streamed_subsets(source, tasks, samples=samples, seed=seed, device=device) as open_:
+    with streamed_subsets(source, tasks, samples=samples, seed=seed, device=device) as open_:
 
-            def from_files(name: str, subset: Sequence[str], value: float) -> dict:
-                with open_(name, subset, values=[value]) as prep:
-                    return prep.merge(value)
+        def from_files(name: str, subset: Sequence[str], value: float) -> dict:
+            with open_(name, subset, values=[value]) as prep:
+                return prep.merge(value)
 
-            yield from_files
-        return
-    pre = source.load_pretrained()
-    fts = {t: source.load_finetuned(t) for t in tasks}
-
-    def in_memory(name: str, subset: Sequence[str], value: float) -> dict:
-        prep = prepare_method(
-            source,
-            name,
-            subset,
-            samples=samples,
-            seed=seed,
-            device=device,
-            pretrained=pre,
-            finetuned=[fts[t] for t in subset],
-        )
-        return prep.merge(value)
-
-    yield in_memory
+        yield from_files
 
 
 def task_count_scaling(
@@ -400,12 +380,15 @@ def task_count_scaling(
     samples: int = 32,
     progress: Progress = no_progress,
     stream: bool | None = None,
+    executor: Executor = LOCAL,
+    journal: Journal | None = None,
 ) -> pd.DataFrame:
     """Mean normalised accuracy of each method (name -> value of its tuned parameter) merging
     N = 2 .. all tasks, over every subset of size N or a seeded sample of ``subsets`` of them.
 
     ``stream`` (default: for a manifest's checkpoints) builds each merge from the files one tensor
-    at a time instead of holding every fine-tuned model (same numbers)."""
+    at a time instead of holding every fine-tuned model (same numbers); on another ``executor``
+    (Ray) the models are held in memory and each (subset, method) is one of its units."""
     tasks = resolve_tasks(source, tasks, minimum=2)
     counts = list(counts or range(2, len(tasks) + 1))
     bad = [n for n in counts if not 2 <= n <= len(tasks)]
@@ -415,9 +398,17 @@ def task_count_scaling(
     plan = [(n, s) for n in counts for s in _subsets(tasks, n, subsets, rng)]
     from ..real.streamed import should_stream
 
-    stream = should_stream(source, stream)
+    stream = should_stream(source, stream) and executor is LOCAL
+    if not stream:  # one unit per (subset, method): here, or on Ray with --executor
+        from .scaling_units import ScalingContext, scaling_rows
+
+        pre, fts = source.load_pretrained(), {t: source.load_finetuned(t) for t in tasks}
+        ctx = ScalingContext(source, pre, fts, split, device, max_samples, samples, seed)
+        rows = scaling_rows(ctx, plan, methods, executor, journal, progress)
+        columns = ["method", "value", "n_tasks", "tasks", "mean_accuracy", "mean_normalised"]
+        return pd.DataFrame(rows, columns=columns).assign(split=split)
     rows = []
-    with _subset_merger(source, tasks, stream, samples, seed, device) as merged:
+    with _subset_merger(source, tasks, samples, seed, device) as merged:
         for index, (n, subset) in enumerate(plan):
             for name, value in methods.items():
                 state = merged(name, subset, float(value))
