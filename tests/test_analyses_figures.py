@@ -60,10 +60,10 @@ def test_iou_and_localisation_heatmaps():
             "label": "zoo/full",
         }
     )
-    fig = figures.localisation_figure(loc)
-    assert fig.data[0].z[0][1] == pytest.approx(0.4)
+    fig = figures.localisation_figure(loc)  # default: / pre-trained accuracy, as TaLoS Fig. 3
+    assert fig.data[0].z[1][1] == pytest.approx(1.8) and "TaLoS Fig. 3" in fig.layout.title.text
     assert list(fig.data[0].y) == ["p", "q"] and list(fig.data[0].x) == ["p", "q"]
-    assert figures.localisation_figure(loc, "zeroshot").data[0].z[1][1] == pytest.approx(1.8)
+    assert figures.localisation_figure(loc, "finetuned").data[0].z[0][1] == pytest.approx(0.4)
     with pytest.raises(InputError):
         figures.localisation_figure(loc, "median")
 

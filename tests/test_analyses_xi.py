@@ -273,11 +273,37 @@ def test_bad_input_is_refused_before_any_work(tiny, tmp_path):
     assert not (tmp_path / "analyses").exists()
 
 
-def test_too_many_samples_are_clipped_with_a_warning(tiny, tmp_path):
+def test_samples_beyond_the_split_use_the_whole_split(tiny, tmp_path):
+    import warnings
+
     from taskarith_core.analyses.xi import disentanglement_grid
 
-    with pytest.warns(UserWarning, match="fewer than"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the papers' 2048 on a smaller split is not a mistake
         frame = disentanglement_grid(
             tiny, "task0", "task1", grid=XiGrid(2, 0.0, 1.0), samples=10_000, use_cache=False
         )
     assert len(frame) == 4
+
+
+def test_xi_on_the_representation_compares_tower_outputs_with_kl(tiny):
+    from taskarith_core.analyses._common import TowerMixer, source_task_vectors
+    from taskarith_core.analyses.xi import _tower_runner, disentanglement_grid
+
+    kwargs = dict(grid=XiGrid(3, -1.0, 1.0), samples=16, use_cache=False, distance="kl")
+    rep = disentanglement_grid(tiny, "task0", "task1", on="representation", **kwargs)
+    head = disentanglement_grid(tiny, "task0", "task1", **kwargs)
+    assert rep.loc[(rep.alpha1 == 0) & (rep.alpha2 == 0), "xi"].iloc[0] == 0.0
+    assert not rep["xi"].equals(head["xi"]) and (rep["xi"] >= 0).all()
+    with pytest.raises(InputError, match="use KL"):
+        disentanglement_grid(tiny, "task0", "task1", on="representation", distance="prediction")
+    with pytest.raises(InputError, match="head or representation"):
+        disentanglement_grid(tiny, "task0", "task1", on="logits", distance="kl")
+    pre = tiny.load_pretrained()
+    vectors = list(source_task_vectors(tiny, ["task0", "task1"], pre).values())
+    mixer = TowerMixer(tiny.build_visual(), pre, vectors)
+    images = tiny.dataset("task0", "test")[0][0][None]
+    width = tiny.head("task0").shape[1]
+    out = _tower_runner(mixer, 8, "cpu", raw=True)(1.0, 0.0, images, torch.eye(width))
+    with torch.no_grad():
+        assert torch.allclose(out, mixer.set((1.0, 0.0))(images), atol=1e-5)

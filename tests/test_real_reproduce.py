@@ -71,3 +71,24 @@ def test_negation_join_adds_zeroshot_row():
     assert (unknown_arch["published"] == "none for this architecture").all()
     with pytest.raises(InputError, match="unknown protocol"):
         compare_with_published(ours, "fusion", "ViT-B-32")
+
+
+@pytest.mark.parametrize(
+    ("paradigm", "row", "absolute"),
+    [("linearized", "linearized-ft", 80.01), ("l-lora", "l-lora", 80.61)],
+)
+def test_task_arithmetic_on_another_paradigm_fills_that_papers_row(paradigm, row, absolute):
+    ours = pd.DataFrame(
+        {
+            "method": ["ta"],
+            "param": ["lam"],
+            "value": [0.3],
+            "task": ["mean"],
+            "accuracy": [0.7],
+            "normalised": [0.8],
+        }
+    )
+    table = compare_with_published(ours, "addition", "ViT-B-16-quickgelu", paradigm)
+    assert list(table["method"]) == [row]
+    assert table.iloc[0]["TaLoS T1 absolute"] == pytest.approx(absolute)
+    assert table.iloc[0]["absolute"] == pytest.approx(70.0)

@@ -218,17 +218,19 @@ def iou_figure(
 
 
 def localisation_figure(
-    frame: pd.DataFrame, normalise: str = "finetuned", title: str | None = None
+    frame: pd.DataFrame, normalise: str = "zeroshot", title: str | None = None
 ) -> go.Figure:
-    """Accuracy ratio of theta_pre + tau_i on task j (TaLoS Fig. 3), rows = edited with."""
+    """Accuracy ratio of theta_pre + tau_i on task j, rows = edited with. The default divides by
+    the pre-trained model's accuracy on j, as TaLoS Fig. 3 does (the title says which)."""
     column = {"finetuned": "ratio_finetuned", "zeroshot": "ratio_zeroshot", "none": "accuracy"}
     if normalise not in column:
         raise InputError(f"unknown normalisation {normalise!r}; use finetuned, zeroshot or none")
     _require(frame, ["edited_with", "evaluated_on", column[normalise]], "localisation")
     table = _matrix(frame, "edited_with", "evaluated_on", column[normalise])
-    name = {"finetuned": "acc / fine-tuned acc", "zeroshot": "acc / zero-shot acc"}.get(
-        normalise, "accuracy"
-    )
+    name = {
+        "finetuned": "acc / fine-tuned acc",
+        "zeroshot": "acc / pre-trained acc, as TaLoS Fig. 3",
+    }.get(normalise, "accuracy")
     fig = go.Figure(
         _pair_heatmap(table, SEQUENTIAL, (0.0, None), name, "edited with tau of", "evaluated on")
     )

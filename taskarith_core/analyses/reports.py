@@ -147,11 +147,14 @@ def _xi(opts, source, device, progress) -> Result:
         label=f"{source.name}{_mask_label(opts)}",
         progress=progress,
         workers=getattr(opts, "workers", 1),
+        on=getattr(opts, "on", "head"),
         **_grid(opts),
     )
     summary = xi_summary(frame, opts.threshold)
+    on = " on the representation (no head)" if getattr(opts, "on", "head") != "head" else ""
     text = (
-        f"xi ({opts.distance}) for {tasks[0]} + {tasks[1]} on {source.name}{_mask_label(opts)}, "
+        f"xi ({opts.distance}{on}) for {tasks[0]} + {tasks[1]} on "
+        f"{source.name}{_mask_label(opts)}, "
         f"{grid.points}x{grid.points} grid on [{lo}, {hi}]^2, {opts.samples} samples per task\n"
         + _table(summary)
     )

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..errors import InputError, quote
 from ..executor import LOCAL, Executor, Journal
 from ..limits import XI_POINTS
 from ..progress import Progress, no_progress
@@ -227,12 +227,21 @@ def _map_rows(row: Callable[[int, Runner], list], count: int, runners: list[Runn
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _tower_runner(mixer: TowerMixer, batch_size: int, device: Any) -> Runner:
+def _tower_runner(mixer: TowerMixer, batch_size: int, device: Any, raw: bool = False) -> Runner:
+    """``raw``: the tower's own output times the (identity) head, no normalisation: the
+    representation module's output, which seed 002 Eq. 2 compares with KL."""
     from ..models.evaluation import batched_logits
+    from ..models.fast_forward import tower_forward
 
     def run(a1: float, a2: float, images: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
         visual = mixer.set((a1, a2))
-        return batched_logits(visual, images, head, batch_size=batch_size, device=device)
+        if not raw:
+            return batched_logits(visual, images, head, batch_size=batch_size, device=device)
+        forward, head = tower_forward(visual), head.to(device)
+        with torch.no_grad():
+            parts = [forward(images[i : i + batch_size].to(device)).float() @ head.T
+                     for i in range(0, len(images), batch_size)]  # fmt: skip
+        return torch.cat(parts)
 
     return run
 
@@ -243,9 +252,20 @@ def _check_samples(samples: int) -> int:
     return samples
 
 
-def _validate(grid: XiGrid | None, distance: str, samples: int, workers: int) -> XiGrid:
+#: what xi compares: the task heads' outputs (TaLoS, Ortiz-Jimenez) or the representation
+#: module's (the image tower without a head, seed 002 Eq. 2, with KL)
+XI_ON = ("head", "representation")
+
+
+def _validate(
+    grid: XiGrid | None, distance: str, samples: int, workers: int, on: str = "head"
+) -> XiGrid:
     """Every bad option is refused before any model is loaded or any file written."""
     _distance(distance)
+    if on not in XI_ON:
+        raise InputError(f"xi on {quote(on)}: use head or representation")
+    if on == "representation" and distance != "kl":
+        raise InputError("xi on the representation compares output distributions: use KL")
     _check_samples(samples)
     if not isinstance(workers, int) or workers < 1:
         raise InputError(f"workers={workers}: give a positive number of worker threads")
@@ -275,7 +295,7 @@ def disentanglement_grid(
     vectors: Sequence[Mapping[str, torch.Tensor]] | None = None,
     grid: XiGrid | None = None,
     distance: str = "prediction",
-    samples: int = 256,
+    samples: int = 2048,
     seed: int = 0,
     split: str = "test",
     device: Any = "cpu",
@@ -287,13 +307,16 @@ def disentanglement_grid(
     workers: int = 1,
     executor: Executor = LOCAL,
     journal: Journal | None = None,
+    on: str = "head",
 ) -> pd.DataFrame:
     """xi over a grid for two tasks of ``source``, with their task vectors or any edited pair
     (e.g. STA-masked) given in ``vectors``. Cached on disk under a key of all inputs.
     ``workers`` > 1 evaluates grid rows in parallel threads, one image tower each (on a CPU,
     pair it with ``torch.set_num_threads(1)``). ``executor`` (e.g. Ray) runs the rows as its
-    units instead; with a ``journal`` finished rows are kept on disk for --resume."""
-    grid = _validate(grid, distance, samples, workers)
+    units instead; with a ``journal`` finished rows are kept on disk for --resume.
+    ``samples`` per task (the papers' 2048, or the whole split when it is smaller); ``on``
+    "representation" compares the image tower's outputs without a head."""
+    grid = _validate(grid, distance, samples, workers, on)
     tasks = resolve_tasks(source, [task1, task2], minimum=2)
     device = resolve_device(device)
     if batch_size is None:  # see CPU_BATCH
@@ -306,12 +329,14 @@ def disentanglement_grid(
         raise InputError(f"xi needs exactly two task vectors, got {len(vectors)}")
     check_shared_pretrained(pre, dict(zip(tasks, vectors)))
     fields = _cache_fields(source, tasks, vectors, grid, distance, samples, seed, split)
+    if on != "head":
+        fields["on"] = on
     key = cache_key("xi", fields)
     frame = load_cached_frame("xi", key, cache_dir) if use_cache else None
     cached = frame is not None
     if cached:
         progress(grid.points + 1, grid.points + 1, "cached")
-    elif executor is not LOCAL or (journal is not None and workers == 1):
+    elif on == "head" and (executor is not LOCAL or (journal is not None and workers == 1)):
         from .xi_units import XiContext, xi_on_executor
 
         ctx = XiContext(
@@ -343,16 +368,12 @@ def disentanglement_grid(
             progress,
             batch_size,
             workers,
+            on,
         )
     if use_cache and not cached:
         save_cached_frame(frame, "xi", key, cache_dir)
     meta = {"task1": task1, "task2": task2, "label": label or source.name, "distance": distance}
     return frame.assign(**meta)[[*meta, "alpha1", "alpha2", "xi", "xi_task1", "xi_task2"]]
-
-
-def _eval_grid(mixers: list[TowerMixer], data, alphas, distance, progress, batch_size, device):
-    run, *workers = [_tower_runner(m, batch_size, device) for m in mixers]
-    return xi_from_runner(run, data, alphas, distance, progress, workers=workers)
 
 
 def _compute_grid(
@@ -369,16 +390,23 @@ def _compute_grid(
     progress,
     batch_size,
     workers=1,
+    on="head",
 ) -> pd.DataFrame:
     from ..models.evaluation import head_for, split_tensors
 
     data = []
     for task in tasks:
-        images, _labels = split_tensors(source, task, split, max_samples=samples, seed=seed)
-        data.append((images.to(device), head_for(source, task, device)))
+        count = min(samples, len(source.dataset(task, split)))  # the whole split when smaller
+        images, _labels = split_tensors(source, task, split, max_samples=count, seed=seed)
+        head = head_for(source, task, device)
+        if on == "representation":  # identity "head": the tower's output itself
+            head = torch.eye(head.shape[1], device=device)
+        data.append((images.to(device), head))
     # A tower of its own: the evaluation module's shared tower may serve another request meanwhile.
     mixers = [TowerMixer(source.build_visual(device), pre, vectors) for _ in range(workers)]
-    return _eval_grid(mixers, data, grid.alphas(), distance, progress, batch_size, device)
+    raw = on == "representation"
+    run, *others = [_tower_runner(m, batch_size, device, raw) for m in mixers]
+    return xi_from_runner(run, data, grid.alphas(), distance, progress, workers=others)
 
 
 def xi_summary(frame: pd.DataFrame, threshold: float = 0.1) -> pd.DataFrame:

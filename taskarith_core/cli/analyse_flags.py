@@ -129,8 +129,16 @@ def _xi_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--samples",
         type=int_flag("samples", 1, SAMPLES),
-        default=256,
-        help="images per task the error is measured on (default 256)",
+        default=2048,
+        help="test images per task the error is measured on (default 2048 as the papers, or the "
+        "whole split when it is smaller)",
+    )
+    parser.add_argument(
+        "--on",
+        default="head",
+        choices=("head", "representation"),
+        help="compare the task heads' outputs, or the image tower's own output without a head "
+        "(seed 002 Eq. 2; needs --distance kl)",
     )
     parser.add_argument(
         "--threshold",
@@ -192,7 +200,11 @@ def add_flags(name: str, parser: argparse.ArgumentParser) -> None:
                 help=f"lambda of theta_pre + lambda tau_i, in [-{COEFFICIENT:g}, {COEFFICIENT:g}]",
             )
             parser.add_argument(
-                "--normalise", default="finetuned", choices=("finetuned", "zeroshot", "none")
+                "--normalise",
+                default="zeroshot",
+                choices=("zeroshot", "finetuned", "none"),
+                help="divide by the pre-trained (zero-shot) accuracy as TaLoS Fig. 3 (default), "
+                "by the fine-tuned accuracy, or not at all",
             )
     elif name in ("iou", "rates"):
         _mask_flags(parser, "sta")

@@ -221,7 +221,11 @@ def register(subparsers: Any) -> None:
     )
     where = rep.add_mutually_exclusive_group()
     where.add_argument("--manifest", metavar="M.yaml", help="real checkpoints named by a manifest")
-    where.add_argument("--source", default="zoo:full", help="zoo:full | zoo:attention | zoo:talos")
+    where.add_argument(
+        "--source",
+        default="zoo:full",
+        help="zoo:PARADIGM (full, attention, talos, linearized, l-lora, lota)",
+    )
     rep.add_argument("--zoo-root", metavar="DIR", help="another zoo folder (default: shipped)")
     rep.add_argument("--protocol", required=True, choices=["addition", "negation"])
     rep.add_argument(

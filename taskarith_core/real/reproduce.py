@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..progress import Progress, no_progress
 
 __all__ = [
+    "PARADIGM_ROWS",
     "PROTOCOLS",
     "PUBLISHED_CSV",
     "check_methods",
@@ -32,6 +33,8 @@ __all__ = [
 
 PUBLISHED_CSV = Path(__file__).with_name("published.csv")
 PROTOCOLS = ("addition", "negation")
+#: published rows that are task arithmetic on checkpoints of another paradigm (TaLoS Tables 1-2)
+PARADIGM_ROWS = {"linearized": "linearized-ft", "l-lora": "l-lora", "lota": "lota"}
 _METRICS = {"addition": ("absolute", "normalised"), "negation": ("target", "control")}
 
 
@@ -74,11 +77,18 @@ def summarise(ours: pd.DataFrame, protocol: str) -> pd.DataFrame:
     return both[["method", "param", "value", "task", "target", "control"]]
 
 
-def compare_with_published(ours: pd.DataFrame, protocol: str, arch: str) -> pd.DataFrame:
-    """Our summary with one column per published (paper, table, metric) for the same arch."""
+def compare_with_published(
+    ours: pd.DataFrame, protocol: str, arch: str, paradigm: str = "full"
+) -> pd.DataFrame:
+    """Our summary with one column per published (paper, table, metric) for the same arch.
+
+    On checkpoints of a paradigm the papers list as a row of its own (linearised fine-tuning,
+    L-LoRA, LoTA), our task arithmetic is that row."""
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r}; use addition or negation")
     mine = summarise(ours, protocol)
+    if paradigm in PARADIGM_ROWS:
+        mine = mine.assign(method=mine["method"].replace("ta", PARADIGM_ROWS[paradigm]))
     pub = published(protocol, paper_arch(arch))
     if pub.empty:
         return mine.assign(published="none for this architecture")
@@ -182,5 +192,6 @@ def reproduce(
         on_method=done,
     )
     used = ",".join(tasks or source.tasks)
-    table = compare_with_published(ours, protocol, source.arch).assign(tasks=used)
+    paradigm = getattr(source, "paradigm", "full")
+    table = compare_with_published(ours, protocol, source.arch, paradigm).assign(tasks=used)
     return ours, table
