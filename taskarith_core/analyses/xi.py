@@ -229,7 +229,7 @@ def _map_rows(row: Callable[[int, Runner], list], count: int, runners: list[Runn
 
 def _tower_runner(mixer: TowerMixer, batch_size: int, device: Any, raw: bool = False) -> Runner:
     """``raw``: the tower's own output times the (identity) head, no normalisation: the
-    representation module's output, which seed 002 Eq. 2 compares with KL."""
+    representation module's output, which the attention-only paper compares with KL (its Eq. 2)."""
     from ..models.evaluation import batched_logits
     from ..models.fast_forward import tower_forward
 
@@ -253,7 +253,7 @@ def _check_samples(samples: int) -> int:
 
 
 #: what xi compares: the task heads' outputs (TaLoS, Ortiz-Jimenez) or the representation
-#: module's (the image tower without a head, seed 002 Eq. 2, with KL)
+#: module's (the image tower without a head, the attention-only paper's Eq. 2, with KL)
 XI_ON = ("head", "representation")
 
 

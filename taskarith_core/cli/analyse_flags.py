@@ -138,7 +138,7 @@ def _xi_flags(parser: argparse.ArgumentParser) -> None:
         default="head",
         choices=("head", "representation"),
         help="compare the task heads' outputs, or the image tower's own output without a head "
-        "(seed 002 Eq. 2; needs --distance kl)",
+        "(the attention-only paper's Eq. 2; needs --distance kl)",
     )
     parser.add_argument(
         "--threshold",
