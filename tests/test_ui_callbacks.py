@@ -384,3 +384,13 @@ def test_every_run_keeps_its_own_downloads():
     assert merge_tab.run_downloads("1", store) == ["/a/run_config.json"]
     assert merge_tab.run_downloads(2, store) == ["/b/run_config.json", "/b/merge_results.csv"]
     assert merge_tab.run_downloads(None, store) == []
+
+
+def test_analyses_tab_shows_only_the_picked_analysis_controls():
+    from taskarith_core.ui.analyses_tab import ANALYSES, shown_controls
+
+    # by, method, evaluation images, Ns
+    assert shown_controls("cosine") == [True, False, False, False]
+    assert shown_controls("sweep") == [False, True, True, True]
+    assert shown_controls("kernel") == [False, False, True, False]
+    assert all(any(shown_controls(v)) for _, v in ANALYSES)

@@ -24,7 +24,14 @@ from .common import (
     write_text,
 )
 
-__all__ = ["ANALYSES", "SWEEP_METHODS", "build_analyses_tab", "run_analysis"]
+__all__ = [
+    "ANALYSES",
+    "ANALYSIS_CONTROLS",
+    "SWEEP_METHODS",
+    "build_analyses_tab",
+    "run_analysis",
+    "shown_controls",
+]
 
 ANALYSES = [
     ("Cosine similarity of task vectors", "cosine"),
@@ -162,22 +169,72 @@ _FIGURES = {
 }
 
 
+#: the controls each analysis reads (the others are hidden while it is picked)
+ANALYSIS_CONTROLS = {
+    "cosine": ("by",),
+    "localisation": ("max_samples",),
+    "kernel": ("max_samples",),
+    "sweep": ("method", "max_samples", "samples"),
+    "scaling": ("max_samples", "samples"),
+    "stability": ("max_samples",),
+}
+OPTIONAL_CONTROLS = ("by", "method", "max_samples", "samples")
+
+
+def shown_controls(analysis: str) -> list[bool]:
+    """Which of OPTIONAL_CONTROLS the picked analysis reads, in that order."""
+    used = ANALYSIS_CONTROLS.get(analysis, OPTIONAL_CONTROLS)
+    return [name in used for name in OPTIONAL_CONTROLS]
+
+
 def build_analyses_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
+    visible = dict(zip(OPTIONAL_CONTROLS, shown_controls("cosine")))
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             analysis = gr.Radio(ANALYSES, value="cosine", label="Analysis")
             tasks = gr.CheckboxGroup(task_names, value=task_names, label="Tasks")
             by = gr.Radio(
-                ["whole", "block", "kind"], value="whole", label="Cosine: pool tensors by"
+                ["whole", "block", "kind"],
+                value="whole",
+                label="Pool tensors by",
+                visible=visible["by"],
+                elem_id="analyses-by",
             )
-            method = gr.Dropdown(SWEEP_METHODS, value="sta-lp", label="Sweep: method")
-            max_samples = gr.Number(256, precision=0, label="Evaluation images per task (0 = all)")
-            samples = gr.Slider(1, 256, value=32, step=1, label="Ns (importance samples)")
-            run = gr.Button("Run analysis", variant="primary")
+            method = gr.Dropdown(
+                SWEEP_METHODS,
+                value="sta-lp",
+                label="Method to sweep",
+                visible=visible["method"],
+                elem_id="analyses-method",
+            )
+            max_samples = gr.Number(
+                256,
+                precision=0,
+                label="Evaluation images per task (0 = all)",
+                visible=visible["max_samples"],
+                elem_id="analyses-images",
+            )
+            samples = gr.Slider(
+                1,
+                256,
+                value=32,
+                step=1,
+                label="Ns (importance samples)",
+                visible=visible["samples"],
+                elem_id="analyses-ns",
+            )
+            run = gr.Button("Run analysis", variant="primary", elem_id="analyses-run")
         with gr.Column(scale=2):
-            plot = gr.Plot(label="Figure")
-            table = gr.Dataframe(label="Result table", interactive=False)
+            plot = gr.Plot(label="Figure", elem_id="analyses-plot")
+            table = gr.Dataframe(label="Result table", interactive=False, elem_id="analyses-table")
             files = gr.File(label="Figure (HTML) and CSV", file_count="multiple")
+    analysis.change(
+        lambda name: [gr.update(visible=v) for v in shown_controls(name)],
+        analysis,
+        [by, method, max_samples, samples],
+        show_progress="hidden",
+        api_visibility="private",
+    )
 
     @user_errors
     def on_run(source, *values, progress=gr.Progress()):  # noqa: B008
