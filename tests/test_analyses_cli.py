@@ -95,7 +95,7 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, capsys, argv, m
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["iou", "--masks", "fisher", "--k", "1.5"], "k=1.5 is outside [0, 1)"),
+        (["iou", "--masks", "fisher", "--sparsity", "1.5"], "sparsity=1.5 is outside [0, 1)"),
         (["xi", "--threshold", "nan"], "threshold must be a finite number"),
         (["localisation", "--coefficient", "nan"], "coefficient must be a finite number"),
         (["localisation", "--coefficient", "inf"], "coefficient must be a finite number"),

@@ -26,7 +26,7 @@ def test_method_table_names_the_papers_grids():
     assert METHODS["ta"].param == "lam" and METHODS["ta"].grid[0] == 0.05
     assert METHODS["ta"].grid[-1] == 1.0 and len(METHODS["ta"].grid) == 20
     assert METHODS["sta-lp"].metric == "lp" and METHODS["sta-lpamp"].metric == "lp_amp"
-    assert METHODS["fisher-mask"].grid[-2:] == (0.95, 0.99)
+    assert METHODS["bottomk-fisher"].grid[-2:] == (0.95, 0.99)
     with pytest.raises(InputError, match="unknown method"):
         method_spec("nope")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from taskarith_core.errors import InputError
-from taskarith_core.fusion import MERGE_METHODS, NEGATION_METHODS, merge, negate
+from taskarith_core.fusion import merge, negate
 from taskarith_core.fusion.dare import dare_keep_mask
 from taskarith_core.fusion.ties import ties_thresholds
 
@@ -138,25 +138,6 @@ def test_layout_and_task_count_are_checked():
         merge("task_arithmetic", PRE, [state(1, 1, 1, 1), state(1, 1, 1, 1, key=B)])
     with pytest.raises(InputError, match="dtype"):
         merge("task_arithmetic", PRE, [state(1, 1, 1, 1), {K: torch.ones(4, dtype=torch.float64)}])
-
-
-def test_registries_list_the_paper_methods():
-    assert set(MERGE_METHODS) == {
-        "sta",
-        "task_arithmetic",
-        "ties",
-        "dare",
-        "consensus",
-        "masked_arithmetic",
-        "average",
-        "pcb",
-        "breadcrumbs",
-        "tsv_m",
-        "iso_c",
-        "iso_cts",
-        "adamerging",
-    }
-    assert set(NEGATION_METHODS) == {"sta", "task_arithmetic"}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")

@@ -52,7 +52,13 @@ def _assert_same(a: dict, b: dict) -> None:
         ("sta-amp", [0.3, 0.7]),
         ("sta-random", [0.5]),
         ("sta-lp", [0.7]),
-        ("fisher-mask", [0.1, 0.5, 0.9]),
+        ("bottomk-fisher", [0.1, 0.5, 0.9]),
+        ("pcb", [0.3]),
+        ("breadcrumbs", [0.3]),
+        ("tsv_m", [0.5]),
+        ("iso_c", [0.5]),
+        ("iso_cts", [0.5]),
+        ("average", [0.0]),
     ],
 )
 def test_streamed_merge_equals_in_memory_merge(tiny, monkeypatch, method, values):

@@ -31,12 +31,17 @@ __all__ = [
 
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
-_PARAM_NAMES = {"lam": "lambda", "p": "p (STA quantile)", "k": "k", "rate": "drop rate"}
 
 
 def _param_label(frame: pd.DataFrame) -> str:
+    """The swept parameter as the method's spec names it, with the paper's symbol."""
+    from ..fusion import MERGE_METHODS
+    from ..runconfig import SPARSITY
+
     param = str(frame["param"].iloc[0]) if "param" in frame.columns else "value"
-    return _PARAM_NAMES.get(param, param)
+    declared = [SPARSITY, *(p for spec in MERGE_METHODS.values() for p in spec.params)]
+    symbol = next((p.symbol for p in declared if p.name == param and p.symbol), "")
+    return f"{param} ({symbol})" if symbol else param
 
 
 def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:

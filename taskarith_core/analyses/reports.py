@@ -61,7 +61,7 @@ def _masks_for(opts, source, tasks, device) -> dict[str, dict] | None:
         scores = task_importances(
             source, tasks, "fisher", samples=opts.ns, seed=opts.seed, device=device
         )
-        return dict(zip(tasks, bottom_k_masks(scores, opts.k)))
+        return dict(zip(tasks, bottom_k_masks(scores, opts.sparsity)))
     return None
 
 
@@ -112,7 +112,7 @@ def _mask_label(opts) -> str:
     if masks == "sta":
         return f", STA-{opts.metric} masks p={opts.p}"
     if masks == "fisher":
-        return f", Fisher bottom-k masks k={opts.k}"
+        return f", Fisher bottom-k masks sparsity={opts.sparsity}"
     return ", TaLoS masks" if masks == "talos" else ""
 
 

@@ -3,14 +3,16 @@ control >= 95% of zero-shot rule, scaling with the number of tasks, and stabilit
 metric against its sample count Ns.
 
 Methods are named as in the papers' tables (``ta``, ``ties``, ``sta-lp``, ``talos-mask``...);
-:data:`METHODS` maps each name to a registry method, its tuned parameter and grid, and the side
-inputs (importances, masks) it needs. Side inputs are built once per sweep, not once per value.
+:data:`METHODS`, derived from the registry, maps each name to a registry method, its tuned
+parameter and grid, and the side inputs (importances, masks) it needs. Side inputs are built
+once per sweep, not once per value.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +27,8 @@ from ..progress import Progress, no_progress
 from ._common import resolve_device, resolve_tasks, task_importances
 
 __all__ = [
-    "K_GRID",
+    "ALIASES",
+    "SPARSITY_GRID",
     "LAMBDA_GRID",
     "METHODS",
     "NEGATION_P_GRID",
@@ -57,7 +60,7 @@ DARE_GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))
 PCB_GRID = tuple(round(0.8 + 0.1 * i, 1) for i in range(6))
 #: the SVD merges' alpha (TSV-M and Iso pick theirs around 1-1.5 on validation)
 ALPHA_GRID = tuple(round(0.2 * i, 1) for i in range(2, 11))
-K_GRID = (*(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.99)
+SPARSITY_GRID = (*(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.99)
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ class MethodSpec:
         return self.grid
 
 
-METHODS: dict[str, MethodSpec] = {
+#: the papers' table entries: registry method, tuned parameter, grid and fixed settings
+_TABLES: dict[str, MethodSpec] = {
     "ta": MethodSpec("task_arithmetic", "lam", LAMBDA_GRID, negation="task_arithmetic"),
     "ties": MethodSpec("ties", "lam", LAMBDA_GRID),
     "dare": MethodSpec("dare", "lam", LAMBDA_GRID),
@@ -101,7 +105,9 @@ METHODS: dict[str, MethodSpec] = {
     "talos-mask": MethodSpec(
         "masked_arithmetic", "lam", LAMBDA_GRID, masks="talos", negation="task_arithmetic"
     ),
-    "fisher-mask": MethodSpec("masked_arithmetic", "k", K_GRID, masks="fisher", fixed={"lam": 1.0}),
+    "bottomk-fisher": MethodSpec(
+        "masked_arithmetic", "sparsity", SPARSITY_GRID, masks="fisher", fixed={"lam": 1.0}
+    ),
     # baselines of the papers' tables; "+dare" rows drop half of each task vector first
     "avg": MethodSpec("average", "dare_rate", (0.0,)),
     "avg+dare": MethodSpec("average", "dare_rate", DARE_GRID),
@@ -118,7 +124,38 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 
+#: older sweep names still accepted
+ALIASES = {"fisher-mask": "bottomk-fisher"}
+
+
+def _plain(name: str, spec: Any) -> MethodSpec:
+    """A registered method no table entry names: tuned over lambda when it has one, else run at
+    its defaults (one value of its first parameter)."""
+    names = [p.name for p in spec.params]
+    if "lam" in names:
+        return MethodSpec(name, "lam", spec.lam_grid or LAMBDA_GRID)
+    first = spec.params[0]
+    return MethodSpec(name, first.name, (first.default,))
+
+
+def _derived() -> dict[str, MethodSpec]:
+    """The table entries, then every registered method without side inputs that none of them
+    runs, under its registry name: a new method reaches sweeps and ``reproduce`` by registering."""
+    from ..fusion import MERGE_METHODS
+
+    found = dict(_TABLES)
+    covered = {sweep.registry for sweep in found.values()}
+    for name, spec in MERGE_METHODS.items():
+        if name not in covered and spec.needs is None and spec.params:
+            found[name] = _plain(name, spec)
+    return found
+
+
+METHODS: dict[str, MethodSpec] = _derived()
+
+
 def method_spec(name: str) -> MethodSpec:
+    name = ALIASES.get(name, name)
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     return METHODS[name]
@@ -161,12 +198,36 @@ class Prepared:
         params = {**self.spec.fixed, (param or self.spec.param): value}
         return self.extra(params)
 
+    #: X of theta = theta_pre + lam X per setting of the other parameters (linear methods)
+    units: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
     def merge(self, value: float, param: str | None = None) -> dict[str, torch.Tensor]:
+        """theta for this value; a method linear in lambda builds X once per setting of its
+        other parameters and returns theta_pre + X * lam, the arithmetic of the streamed sweep
+        (:class:`taskarith_core.real.streamed.StreamedMethod`), so both give the same bits."""
+        from ..fusion import MERGE_METHODS, merge
+
+        given = {**self.spec.fixed, (param or self.spec.param): value}
+        linear = MERGE_METHODS[self.spec.registry].linear_in_lambda and self.spec.masks != "fisher"
+        if not linear or "lam" not in given:
+            return merge(self.spec.registry, self.pretrained, self.finetuned, **self.extra(given))
+        lam = float(given.pop("lam"))
+        setting = json.dumps(given, sort_keys=True)
+        if setting not in self.units:
+            self.units[setting] = self._unit(given)
+        unit = self.units[setting]
+        return {k: pre + unit[k] * lam if k in unit else pre for k, pre in self.pretrained.items()}
+
+    def _unit(self, given: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """X: the method at lam = 1 on the task vectors with a zero theta_pre (tau - 0 == tau
+        exactly, so the method sees the same task vectors)."""
         from ..fusion import merge
 
-        return merge(
-            self.spec.registry, self.pretrained, self.finetuned, **self.params(value, param)
-        )
+        pre = self.pretrained
+        floats = [k for k, v in pre.items() if v.is_floating_point()]
+        zero = {k: torch.zeros_like(pre[k]) for k in floats}
+        taus = [{k: ft[k].to(pre[k].dtype) - pre[k] for k in floats} for ft in self.finetuned]
+        return merge(self.spec.registry, zero, taus, **self.extra({**given, "lam": 1.0}))
 
 
 @dataclass
@@ -185,8 +246,8 @@ class SideInputs:
         if self.kind == "masks":
             return {**params, "masks": self.tensors}
         if self.kind == "fisher":
-            rest = {k: v for k, v in params.items() if k != "k"}
-            return {**rest, "masks": bottom_k_masks(self.tensors, float(params["k"]))}
+            rest = {k: v for k, v in params.items() if k != "sparsity"}
+            return {**rest, "masks": bottom_k_masks(self.tensors, float(params["sparsity"]))}
         if self.kind == "adaptation":
             return {**params, "adaptation": self.adaptation}
         return params

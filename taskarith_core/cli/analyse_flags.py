@@ -97,13 +97,13 @@ def _mask_flags(parser: argparse.ArgumentParser, default: str) -> None:
         default=default,
         choices=choices,
         help="STA crossmasking at --p, the TaLoS masks, or TaLoS-style post-hoc bottom-k Fisher "
-        "masks at sparsity --k",
+        "masks at --sparsity",
     )
     parser.add_argument(
-        "--k",
-        type=float_flag("k", 0.0, 1.0, high_open=True),
+        "--sparsity",
+        type=float_flag("sparsity", 0.0, 1.0, high_open=True),
         default=0.9,
-        help="sparsity of fisher masks, in [0, 1) (0.9)",
+        help="fraction of entries the bottom-k Fisher masks freeze, in [0, 1) (0.9)",
     )
     parser.add_argument("--metric", default="lp", choices=METRICS, help="STA importance metric")
     parser.add_argument(
@@ -162,10 +162,10 @@ def _xi_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _sweep_flags(name: str, parser: argparse.ArgumentParser) -> None:
-    from ..analyses.sweeps import METHODS
+    from ..analyses.sweeps import ALIASES, METHODS
 
-    parser.add_argument("--method", required=True, choices=tuple(METHODS), metavar="METHOD",
-                        help=", ".join(METHODS))  # fmt: skip
+    parser.add_argument("--method", required=True, choices=(*METHODS, *ALIASES),
+                        metavar="METHOD", help=", ".join(METHODS))  # fmt: skip
     parser.add_argument(
         "--values",
         type=float_list_flag("values", -COEFFICIENT, COEFFICIENT, LIST_VALUES),
@@ -283,10 +283,10 @@ def check_analysis(args: argparse.Namespace) -> None:
 
 def _check_sweep(args: argparse.Namespace) -> None:
     """The swept parameter exists and every value lies in its range, before any merge runs."""
-    from ..analyses.sweeps import METHODS
+    from ..analyses.sweeps import method_spec
     from ..fusion import MERGE_METHODS, NEGATION_METHODS
 
-    spec = METHODS[args.method]
+    spec = method_spec(args.method)
     if args.analysis == "negation-sweep":
         if spec.negation is None:
             raise InputError(
@@ -295,15 +295,15 @@ def _check_sweep(args: argparse.Namespace) -> None:
         registry, param = NEGATION_METHODS[spec.negation], spec.param
     else:
         registry, param = MERGE_METHODS[spec.registry], args.param or spec.param
-    names = [p.name for p in registry.params] + (["k"] if spec.masks == "fisher" else [])
+    names = [p.name for p in registry.params] + (["sparsity"] if spec.masks == "fisher" else [])
     if param not in names:
         raise InputError(
             f"--param {quote(param)}: {args.method} has no such parameter; use one of "
             f"{', '.join(names)}"
         )
     for value in args.values or ():
-        if param == "k" and spec.masks == "fisher":
+        if param == "sparsity" and spec.masks == "fisher":
             if not 0.0 <= value < 1.0:
-                raise InputError(f"--values: sparsity k={value:g} is outside [0, 1)")
+                raise InputError(f"--values: sparsity={value:g} is outside [0, 1)")
         else:
             registry.param(param).check(value, owner="--values:")

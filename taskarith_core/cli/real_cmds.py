@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..analyses.sweeps import METHODS
 from ..errors import InputError
 from ..executor import open_executor
 from ..io import atomic_path, check_writable
@@ -230,7 +231,8 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--protocol", required=True, choices=["addition", "negation"])
     rep.add_argument(
         "--methods",
-        help=f"comma-separated (default {DEFAULT_METHODS}, without those the source cannot run)",
+        help=f"comma-separated, from {', '.join(METHODS)} (default {DEFAULT_METHODS}, without "
+        "those the source cannot run)",
     )
     rep.add_argument("--tasks", help="comma-separated subset of the source's tasks")
     rep.add_argument("--max-samples", type=IMAGES_FLAG, help="cap images per task and split")

@@ -69,6 +69,8 @@ class MethodSpec:
     streamer: Callable[..., Any] | None = None
     #: rules between parameters or on the task count: fn(checked params, n_tasks) raises InputError
     check_more: Callable[[Mapping[str, Any], int], None] | None = None
+    #: the lambda values the papers' protocols search for this method (empty: {0.05, ..., 1.0})
+    lam_grid: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.params]

@@ -47,7 +47,8 @@ __all__ = [
 
 StateDict = dict[str, torch.Tensor]
 #: registry methods whose delta is ``lam * X(taus)`` computed last, so X can be precomputed
-_LINEAR = ("task_arithmetic", "masked_arithmetic", "ties")
+#: registered methods with theta = theta_pre + lam X: a sweep over lam writes X once
+_LINEAR = tuple(name for name, spec in MERGE_METHODS.items() if spec.linear_in_lambda)
 
 
 class _Inputs:
@@ -300,7 +301,8 @@ class StreamedMethod:
     def merge(self, value: float, param: str | None = None) -> StateDict:
         """theta for this value of the tuned parameter, built one tensor name at a time."""
         params = self.params(value, param)
-        k = float(params.pop("k")) if self._scores is not None else None  # k picks the masks
+        # the sparsity picks the masks
+        k = float(params.pop("sparsity")) if self._scores is not None else None
         full = check_params(self.spec.registry, params, len(self._in.fts))
         linear = self.spec.registry in _LINEAR and "lam" in params and self._scores is None
         x = self._linear_part(full) if linear else None

@@ -41,7 +41,7 @@ ANALYSES = [
     ("Scaling with the number of tasks", "scaling"),
     ("Importance stability against Ns", "stability"),
 ]
-#: every method the sweeps know (their registry)
+#: every method the sweeps know (derived from the registry of merge methods)
 SWEEP_METHODS = list(METHODS)
 _SCALING = {"ta": 0.3, "sta-lp": 0.8, "sta-random": 0.8}
 
