@@ -68,3 +68,16 @@ def test_old_sweep_names_are_still_read():
     from taskarith_core.analyses.sweeps import method_spec
 
     assert method_spec("fisher-mask") is METHODS["bottomk-fisher"]
+
+
+def test_the_method_table_imports_none_of_the_drivers():
+    """sweeps, negation and the streamed drivers build on the method table, never the reverse,
+    so none of them imports another through it."""
+    import ast
+    from pathlib import Path
+
+    import taskarith_core.analyses.methods as table
+
+    tree = ast.parse(Path(table.__file__).read_text())
+    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in imported if m.endswith(("sweeps", "negation", "streamed", "protocol"))}

@@ -16,38 +16,12 @@ from ..errors import InputError
 from ..executor import LOCAL, Executor, Journal, run_grid
 from ..progress import Progress, no_progress
 from ._common import resolve_device, resolve_tasks, task_importances
-from .sweeps import method_spec
+from .methods import method_spec, negated_state
 
 __all__ = ["CONTROL_KEEP", "mark_best", "negation_sweep", "negated_state"]
 
 #: Fraction of zero-shot control accuracy a negation must keep (Ilharco et al.; TaLoS A.1).
 CONTROL_KEEP = 0.95
-
-
-def negated_state(
-    name: str,
-    pretrained: Mapping[str, torch.Tensor],
-    finetuned: Mapping[str, torch.Tensor],
-    value: float,
-    *,
-    importance: Mapping[str, torch.Tensor] | None = None,
-    mask: Mapping[str, torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
-    """theta_pre minus the task (TA: lambda tau; STA: M tau at quantile p; masked: lambda M tau)."""
-    from ..fusion import negate
-    from ..taskvec import add_scaled, task_vector
-
-    spec = method_spec(name)
-    if spec.negation is None:
-        raise InputError(f"method {name!r} has no negation; use ta, talos-mask or an sta-* method")
-    if mask is not None:
-        tau = task_vector(pretrained, finetuned)
-        kept = {k: v * mask[k].to(v.dtype) if k in mask else v for k, v in tau.items()}
-        finetuned = add_scaled(pretrained, kept)
-    params: dict[str, Any] = {spec.param: value}
-    if spec.negation == "sta":
-        params["importance"] = importance
-    return negate(spec.negation, pretrained, pretrained, finetuned, **params)
 
 
 def mark_best(frame: pd.DataFrame, keep: float = CONTROL_KEEP) -> pd.DataFrame:

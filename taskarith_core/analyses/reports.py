@@ -55,7 +55,7 @@ def _masks_for(opts, source, tasks, device) -> dict[str, dict] | None:
         return talos_masks(source, tasks)
     if getattr(opts, "masks", "none") == "fisher":
         from ._common import resolve_tasks, task_importances
-        from .sweeps import bottom_k_masks
+        from .methods import bottom_k_masks
 
         tasks = resolve_tasks(source, tasks)
         scores = task_importances(

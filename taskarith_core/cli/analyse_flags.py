@@ -162,7 +162,7 @@ def _xi_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _sweep_flags(name: str, parser: argparse.ArgumentParser) -> None:
-    from ..analyses.sweeps import ALIASES, METHODS
+    from ..analyses.methods import ALIASES, METHODS
 
     parser.add_argument("--method", required=True, choices=(*METHODS, *ALIASES),
                         metavar="METHOD", help=", ".join(METHODS))  # fmt: skip
@@ -236,7 +236,7 @@ def add_flags(name: str, parser: argparse.ArgumentParser) -> None:
 
 def methods_from_text(text: str) -> dict[str, float]:
     """``ta=0.3,sta-lp=0.7`` -> {method: value}; each name known, each value a finite number."""
-    from ..analyses.sweeps import METHODS
+    from ..analyses.methods import METHODS
     from ..limits import parse_float
 
     methods: dict[str, float] = {}
@@ -283,7 +283,7 @@ def check_analysis(args: argparse.Namespace) -> None:
 
 def _check_sweep(args: argparse.Namespace) -> None:
     """The swept parameter exists and every value lies in its range, before any merge runs."""
-    from ..analyses.sweeps import method_spec
+    from ..analyses.methods import method_spec
     from ..fusion import MERGE_METHODS, NEGATION_METHODS
 
     spec = method_spec(args.method)

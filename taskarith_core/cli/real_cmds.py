@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..analyses.sweeps import METHODS
+from ..analyses.methods import METHODS
 from ..errors import InputError
 from ..executor import open_executor
 from ..io import atomic_path, check_writable

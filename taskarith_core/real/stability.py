@@ -26,7 +26,7 @@ Reader = Callable[[str], torch.Tensor]
 
 
 def _sta_method(metric: str) -> str:
-    from ..analyses.sweeps import METHODS
+    from ..analyses.methods import METHODS
 
     name = f"sta-{metric.replace('_', '')}"
     if name not in METHODS:

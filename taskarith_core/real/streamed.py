@@ -223,7 +223,7 @@ class StreamedMethod:
     Drop-in for :class:`taskarith_core.analyses.sweeps.Prepared` in the sweeps and protocols."""
 
     def __init__(self, name: str, inputs: _Inputs, values: Sequence[float] = ()) -> None:
-        from ..analyses.sweeps import method_spec
+        from ..analyses.methods import method_spec
 
         self.name, self.spec, self._in = name, method_spec(name), inputs
         self._method = MERGE_METHODS[self.spec.registry]
@@ -370,8 +370,7 @@ def streamed_negation(
 ) -> Iterator[Callable[[float], StateDict]]:
     """``value -> theta_pre - (masked) tau_task`` built per tensor name from the files, with
     :func:`taskarith_core.analyses.negation.negated_state` applied to one-key state dicts."""
-    from ..analyses.negation import negated_state
-    from ..analyses.sweeps import method_spec
+    from ..analyses.methods import method_spec, negated_state
 
     spec = method_spec(method)
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="taskarith-") as tmp:

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from ..analyses.sweeps import METHODS
+from ..analyses.methods import METHODS
 from ..errors import InputError
 from ..numbers import percent_frame, styled
 from .common import (

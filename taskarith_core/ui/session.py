@@ -111,7 +111,7 @@ class Explorer:
             imps = [self.importance(t, cfg.importance, cfg.samples, cfg.seed) for t in chosen]
             if cfg.method == "sta":
                 return dict(zip(chosen, sta_fusion_masks(imps, cfg.param("p"))))
-            from ..analyses.sweeps import bottom_k_masks
+            from ..analyses.methods import bottom_k_masks
 
             return dict(zip(chosen, bottom_k_masks(imps, cfg.param("sparsity"))))
 
