@@ -55,10 +55,13 @@ def _assert_same(a: dict, b: dict) -> None:
         ("bottomk-fisher", [0.1, 0.5, 0.9]),
         ("pcb", [0.3]),
         ("breadcrumbs", [0.3]),
-        ("tsv_m", [0.5]),
-        ("iso_c", [0.5]),
-        ("iso_cts", [0.5]),
-        ("average", [0.0]),
+        ("tsv-m", [0.5]),
+        ("iso-c", [0.5]),
+        ("iso-cts", [0.5]),
+        ("avg", [0.0]),
+        ("avg+dare", [0.3]),
+        ("ta+dare", [0.4]),
+        ("ties+dare", [0.4]),
     ],
 )
 def test_streamed_merge_equals_in_memory_merge(tiny, monkeypatch, method, values):
