@@ -20,7 +20,14 @@ from .forget_tab import build_forget_tab
 from .masks_tab import build_masks_tab, update_iou, update_masks
 from .merge_tab import build_merge_tab
 
-__all__ = ["build_page", "describe_source", "initial_tasks", "load_source", "source_updates"]
+__all__ = [
+    "build_page",
+    "describe_source",
+    "initial_tasks",
+    "load_source",
+    "source_updates",
+    "zoo_paradigm_labels",
+]
 
 #: the shipped zoo (``taskarith_core.zoo.ZOO_ROOT``, not imported: it pulls in torch)
 _DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "assets" / "zoo"
@@ -29,7 +36,22 @@ PARADIGM_LABELS = [
     ("full fine-tuning", "full"),
     ("attention-only", "attention"),
     ("TaLoS sparse", "talos"),
+    ("linearised fine-tuning", "linearized"),
+    ("L-LoRA (linearised LoRA)", "l-lora"),
+    ("LoTA (lottery-ticket sparse)", "lota"),
 ]
+
+
+def zoo_paradigm_labels(source: dict[str, Any]) -> list[tuple[str, str]]:
+    """The picker's paradigms: those the zoo folder holds (its tasks.json), read without torch;
+    all of them when the folder cannot be read (opening it then says what is wrong)."""
+    root = Path(source["zoo_root"]) if source.get("zoo_root") else _DEFAULT_ZOO
+    try:
+        have = json.loads((root / "tasks.json").read_text())["paradigms"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return list(PARADIGM_LABELS)
+    labels = [(label, value) for label, value in PARADIGM_LABELS if value in have]
+    return labels or list(PARADIGM_LABELS)
 #: Enter in a number box (a slider's included) commits the value like leaving the box does, so a
 #: typed p redraws the masks at once (their sliders redraw on release, not at every drag step)
 ENTER_COMMITS = (
@@ -92,7 +114,7 @@ def _source_row(start: dict[str, Any]) -> list[Any]:
             scale=1,
         )
         paradigm = gr.Dropdown(
-            PARADIGM_LABELS, value=start["paradigm"], label="Zoo paradigm", scale=1
+            zoo_paradigm_labels(start), value=start["paradigm"], label="Zoo paradigm", scale=1
         )
         manifest = gr.Textbox(
             start.get("manifest") or "", label="Manifest path (YAML/JSON)", scale=2

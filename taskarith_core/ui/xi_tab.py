@@ -35,13 +35,21 @@ PARADIGM_WORDS = {
     "full": "full fine-tuning",
     "attention": "attention-only fine-tuning",
     "talos": "TaLoS sparse fine-tuning",
+    "linearized": "linearised fine-tuning",
+    "l-lora": "L-LoRA",
+    "lota": "LoTA sparse fine-tuning",
 }
 SIDE_CHOICES = [
     ("none", "none"),
     ("full", "full"),
     ("attention-only", "attention"),
     ("TaLoS", "talos"),
+    ("linearised", "linearized"),
+    ("L-LoRA", "l-lora"),
+    ("LoTA", "lota"),
 ]
+#: paradigm B: every other paradigm the zoo holds, one panel each
+ALL_OTHERS = ("every other paradigm of the zoo", "all")
 
 
 def xi_frame(
@@ -140,11 +148,8 @@ def xi_views(
     from ..analyses.figures import xi_figure
     from ..analyses.xi import xi_summary
 
-    frames, figures = [], []
-    for side, which in ((side_a, "A"), (side_b, "B")):
-        if side == "none":
-            figures.append(None)
-            continue
+    frames, titles = [], []
+    for side, which in _sides(source, side_a, side_b):
         overrides: dict[str, Any] = {"tasks": [task1, task2], "importance": importance}
         if (source or {}).get("source", "zoo") == "zoo":
             overrides["paradigm"] = side
@@ -153,12 +158,54 @@ def xi_views(
         cfg = config_from_source(source, params={"p": float(p)}, **overrides)
         title = _side_title(source, side, which)
         shown = _labelled(progress, title)
-        frame = xi_frame(cfg, task1, task2, edit, grid, distance, int(samples), shown)
-        frames.append(frame)
-        figures.append(xi_figure(frame, title=f"{title} ({frame['label'].iloc[0]})"))
+        frames.append(
+            (which, xi_frame(cfg, task1, task2, edit, grid, distance, int(samples), shown))
+        )
+        titles.append(title)
     if not frames:
         raise InputError("both paradigms are 'none'; pick at least paradigm A")
-    return figures[0], figures[1], xi_summary(pd.concat(frames, ignore_index=True))
+    top = max(float(f["xi"].max()) for _, f in frames) or 1.0  # one colour scale for all
+    figs = {"A": [], "B": []}
+    for (which, frame), title in zip(frames, titles):
+        fig = xi_figure(frame, title=f"{title} ({frame['label'].iloc[0]})")
+        fig.update_traces(zmin=0.0, zmax=top)
+        figs[which].append(fig)
+    first = figs["A"][0] if figs["A"] else None
+    second = figs["B"][0] if len(figs["B"]) == 1 else _panels(figs["B"])
+    return first, second, xi_summary(pd.concat([f for _, f in frames], ignore_index=True))
+
+
+def _sides(source: dict | None, side_a: str, side_b: str) -> list[tuple[str, str]]:
+    """(paradigm, "A" / "B") to compute; "all" for B means every other paradigm of the zoo."""
+    sides = [(side_a, "A")] if side_a != "none" else []
+    if side_b == "all":
+        from ..zoo.source import zoo_paradigms
+
+        if (source or {}).get("source", "zoo") != "zoo":
+            raise InputError("a manifest has one set of checkpoints; set paradigm B to none")
+        root = (source or {}).get("zoo_root")
+        sides += [(p, "B") for p in zoo_paradigms(root) if p != side_a]
+    elif side_b != "none":
+        sides.append((side_b, "B"))
+    return sides
+
+
+def _panels(figures: list[Any]) -> Any:
+    """Several xi heatmaps in one figure, two per row, on the colour scale they already share."""
+    if not figures:
+        return None
+    from plotly.subplots import make_subplots
+
+    cols = min(2, len(figures))
+    rows = -(-len(figures) // cols)
+    names = [f.layout.title.text.split("<br>")[0] for f in figures]
+    out = make_subplots(rows=rows, cols=cols, subplot_titles=names)
+    for index, fig in enumerate(figures):
+        trace = fig.data[0]
+        trace.showscale = index == 0
+        out.add_trace(trace, row=index // cols + 1, col=index % cols + 1)
+    out.update_layout(height=420 * rows, margin={"l": 60, "r": 20, "t": 60, "b": 40})
+    return out
 
 
 def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -186,7 +233,9 @@ def _controls(task_names: list[str]) -> list[Any]:
             task1 = gr.Dropdown(task_names, value=first, label="Task 1", elem_id="xi-task1")
             task2 = gr.Dropdown(task_names, value=second, label="Task 2", elem_id="xi-task2")
             side_a = gr.Dropdown(SIDE_CHOICES[1:], value="full", label="Paradigm A")
-            side_b = gr.Dropdown(SIDE_CHOICES, value="attention", label="Paradigm B (zoo only)")
+            side_b = gr.Dropdown(
+                [*SIDE_CHOICES, ALL_OTHERS], value="attention", label="Paradigm B (zoo only)"
+            )
         with gr.Column(min_width=280):
             edit = gr.Radio(XI_EDITS, value="plain", label="Task vectors")
             importance = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance (STA)")
