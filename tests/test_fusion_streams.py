@@ -81,3 +81,36 @@ def test_sweep_entries_merge_the_zoo(name):
     prep = prepare_method(source, name, source.tasks[:3])
     state = prep.merge(METHODS[name].grid[-1])
     assert all(bool(v.isfinite().all()) for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize(
+    "method,flags,params",
+    [
+        ("average", ["--dare-rate", "0.2"], {"dare_rate": 0.2}),
+        ("pcb", ["--ratio", "0.1", "--lam", "1.0"], {"ratio": 0.1, "lam": 1.0}),
+        ("breadcrumbs", ["--keep", "0.3", "--outliers", "0.05"], {"keep": 0.3, "outliers": 0.05}),
+        ("iso_cts", ["--common", "0.5", "--lam", "1.2"], {"common": 0.5, "lam": 1.2}),
+    ],
+)
+def test_cli_runs_the_added_methods(models, method, flags, params):
+    from taskarith_core.cli import main
+
+    tmp, pre, fts = models
+    out = tmp / f"cli-{method}.safetensors"
+    fts_paths = [str(tmp / f"ft{t}.safetensors") for t in range(3)]
+    argv = ["merge", "--method", method, "--pretrained", str(tmp / "pre.safetensors")]
+    assert main([*argv, "--finetuned", *fts_paths, "--out", str(out), *flags]) == 0
+    expected = merge(method, pre, fts, **params)
+    got = load_file(out)
+    for key in KEYS:
+        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0)
+
+
+def test_cli_refuses_adamerging_on_files(models, capsys):
+    from taskarith_core.cli import main
+
+    tmp, _, _ = models
+    fts_paths = [str(tmp / f"ft{t}.safetensors") for t in range(3)]
+    argv = ["merge", "--method", "adamerging", "--pretrained", str(tmp / "pre.safetensors")]
+    code = main([*argv, "--finetuned", *fts_paths, "--out", str(tmp / "a.safetensors")])
+    assert code == 2 and "unlabeled test images" in capsys.readouterr().err
