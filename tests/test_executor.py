@@ -294,3 +294,35 @@ def test_scaling_on_ray_equals_local(ray_local, tmp_path, monkeypatch):
     a, b = pd.read_csv(local / "scaling.csv"), pd.read_csv(remote / "scaling.csv")
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert len(b) == 2 * 3
+
+
+def test_stability_on_ray_equals_local(ray_local, tmp_path, monkeypatch):
+    stab = ["analyse", "stability", "--metric", "amp", "--ns-values", "4,8"]
+    stab += ["--tasks", "digits,letters", "--max-samples", "16"]
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert _cli_in(tmp_path / "c", monkeypatch, *stab, "--out", str(local)) == 0
+    assert (
+        _cli_in(tmp_path / "c", monkeypatch, *stab, "--executor", "ray", "--out", str(remote)) == 0
+    )
+    a, b = pd.read_csv(local / "stability.csv"), pd.read_csv(remote / "stability.csv")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_run_config_on_ray_prints_the_local_table(ray_local, tmp_path, monkeypatch):
+    from taskarith_core.ui import merge_tab
+    from taskarith_core.ui.common import config_from_source
+    from taskarith_core.ui.sources import explorer_for
+
+    source = {"source": "zoo", "paradigm": "full", "device": "cpu"}
+    tasks = explorer_for(config_from_source(source)).tasks[:3]
+    values = merge_tab.param_values("task_arithmetic", {"lam": 0.3, "p": 0.5})
+    cfg = merge_tab.merge_config(source, tasks, "task_arithmetic", "lp", 8, 0, 0, "test", *values)
+    config = tmp_path / "run.json"
+    config.write_text(cfg.to_json())
+    run = ["run", "--config", str(config), "--no-references"]
+    assert _cli_in(tmp_path / "c", monkeypatch, *run, "--out", str(tmp_path / "local.csv")) == 0
+    ray_run = [*run, "--executor", "ray", "--out", str(tmp_path / "ray.csv")]
+    assert _cli_in(tmp_path / "c", monkeypatch, *ray_run) == 0
+    a, b = pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "ray.csv")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert len(b) == 3

@@ -363,6 +363,7 @@ def _stability(opts, source, device, progress) -> Result:
         split=opts.split,
         max_samples=opts.max_samples,
         progress=progress,
+        **_grid(opts),
         **common,
     )
     pairs = ns_mask_iou(source, opts.metric, opts.ns_values, **common)

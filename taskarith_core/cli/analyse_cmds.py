@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 #: Analyses whose grid points can run on another executor (Ray) and resume.
-GRID_ANALYSES = ("sweep", "negation-sweep", "xi", "scaling")
+GRID_ANALYSES = ("sweep", "negation-sweep", "xi", "scaling", "stability")
 
 
 @contextlib.contextmanager

@@ -86,8 +86,8 @@ def tqdm_progress(desc: str) -> Callable[..., Any]:
     return update
 
 
-def add_executor_flags(parser: argparse.ArgumentParser) -> None:
-    """``--executor``, ``--shared-dir`` and ``--resume`` for commands that run a grid."""
+def add_executor_flags(parser: argparse.ArgumentParser, resume: bool = True) -> None:
+    """``--executor``, ``--shared-dir`` and (for grids) ``--resume``."""
     parser.add_argument(
         "--executor",
         default="local",
@@ -101,6 +101,8 @@ def add_executor_flags(parser: argparse.ArgumentParser) -> None:
         help="with ray: pass weights to workers as files in DIR (a folder every node sees) "
         "instead of through Ray's object store",
     )
+    if not resume:
+        return
     parser.add_argument(
         "--resume",
         action="store_true",

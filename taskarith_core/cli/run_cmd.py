@@ -8,35 +8,58 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from .common import tqdm_progress
+from .common import add_executor_flags, tqdm_progress
 
 __all__ = ["register", "run_config"]
 
 
-def run_config(config_path: str, out: str | None = None, device: str | None = None):
-    """Load a config, run it, return the table in percent (what ``run`` prints)."""
+def _config_unit(_context: Any, cfg: Any) -> Any:
+    """The run as one unit (merge or negate, then evaluate), here or on a Ray worker."""
+    from ..ui.sources import explorer_for
+
+    service = explorer_for(cfg)
+    if cfg.action == "merge":
+        return service.run_merge(cfg, tqdm_progress("merge"))
+    return service.run_negation(cfg, tqdm_progress("negate"))
+
+
+def run_config(
+    config_path: str, out: str | None = None, device: str | None = None, executor: Any = None
+):
+    """Load a config, run it (on ``executor``, default here), return the table in percent (what
+    ``run`` prints)."""
+    from ..device import pick_device
+    from ..executor import LOCAL, run_grid
     from ..io import atomic_path
     from ..numbers import mean_percent
     from ..runconfig import load_config
     from ..ui.results import negation_percent, percent_table
-    from ..ui.sources import explorer_for
 
     cfg = load_config(config_path)
     if device:
         cfg.device = device
-    service = explorer_for(cfg)
+    gpu = executor is not None and pick_device(cfg.device).type == "cuda"
+    (raw,) = run_grid(executor or LOCAL, _config_unit, None, [cfg], keys=["run"], gpu=gpu)
     if cfg.action == "merge":
-        raw = service.run_merge(cfg, tqdm_progress("merge"))
         table = percent_table(raw)
         # means of the unrounded accuracies, rounded once: the page's digits
         table.attrs["means"] = (mean_percent(raw["merged"]), mean_percent(raw["normalised"]))
     else:
-        table = negation_percent(service.run_negation(cfg, tqdm_progress("negate")))
+        table = negation_percent(raw)
     if out:
         with atomic_path(out) as tmp:
             table.to_csv(tmp, index=False)
     return cfg, table
+
+
+def _wants_cuda(args: argparse.Namespace) -> bool:
+    """Whether the run will use CUDA (the config's device unless --device overrides it)."""
+    from ..device import pick_device
+    from ..runconfig import load_config
+
+    return pick_device(args.device or load_config(args.config).device).type == "cuda"
 
 
 def _references(cfg) -> tuple[str, str]:
@@ -55,7 +78,11 @@ def _references(cfg) -> tuple[str, str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg, table = run_config(args.config, args.out, args.device)
+    from ..executor import open_executor, parse_executor
+
+    spec = parse_executor(args.executor, args.shared_dir)
+    with open_executor(spec, gpu=spec.kind == "ray" and _wants_cuda(args)) as executor:
+        cfg, table = run_config(args.config, args.out, args.device, executor)
     sys.stdout.write(table.to_string(index=False) + "\n")
     if cfg.action == "merge":
         merged, normalised = table.attrs["means"]
@@ -92,4 +119,5 @@ def register(subparsers) -> None:
         help="skip the references (zero-shot, fine-tuned, task arithmetic with lambda chosen on "
         "val, random importance) and the intervals; their first computation takes a while",
     )
+    add_executor_flags(parser, resume=False)
     parser.set_defaults(func=_run)
