@@ -119,3 +119,11 @@ def test_write_card_on_mini_zoo(mini_zoo_root, tmp_path):
         c["verdict"] in ("holds", "does not hold", "cannot tell") for c in card["claims"].values()
     )
     assert "targets keeping 95% on test" in text
+    # disentanglement rows and claims for every paradigm, measured as the papers do
+    assert "## Disentanglement per paradigm" in text and "TaLoS Fig. 3" in text
+    for paradigm in PARADIGMS:
+        rows = saved["paradigms"][paradigm]["disentanglement"]
+        assert len(rows["xi"]["cells"]) == 15 * 15 and rows["xi"]["mean"] >= 0
+    assert {"attention_xi_below_full", "linearized_xi_below_full"} <= set(card["claims"])
+    merges = card["claims"]["linearized_merges_better_than_full"]
+    assert merges["verdict_absolute"] in ("holds", "does not hold", "cannot tell")

@@ -17,6 +17,11 @@ import pandas as pd
 
 from ..io import atomic_path
 from ..progress import Progress, no_progress
+from .card_disentangle import (
+    disentanglement_claims,
+    disentanglement_markdown,
+    measure_disentanglement,
+)
 from .claims import acceptance_checks, negation_summary, pack_correct, paper_claims
 from .source import load_zoo, zoo_paradigms
 
@@ -135,6 +140,7 @@ def measure_paradigm(root: str | Path, paradigm: str, device: Any = "cpu", quick
         "addition_table": addition.to_dict(orient="records"),
         "negation_table": negation.to_dict(orient="records"),
         "correct": {**correct, **seeds},
+        "disentanglement": measure_disentanglement(root, paradigm, device, quick),
         "seconds": round(time.time() - started, 1),
     }
 
@@ -159,7 +165,7 @@ def measure_card(
         progress(index + 1, len(paradigms), paradigm)
     if all(p in card["paradigms"] for p in have):
         card["checks"] = acceptance_checks(card)
-        card["claims"] = paper_claims(card)
+        card["claims"] = {**paper_claims(card), **disentanglement_claims(card)}
     return card
 
 
@@ -238,7 +244,8 @@ def card_markdown(card: dict) -> str:
         "mean of ratios",
         "targets keeping 95% on test",
     ]
-    lines += _table(header, rows) + ["", "## Sanity checks of the zoo", ""]
+    lines += _table(header, rows) + disentanglement_markdown(card)
+    lines += ["", "## Sanity checks of the zoo", ""]
     for name, check in card["checks"].items():
         detail = ", ".join(f"{k}={v}" for k, v in check.items() if k != "ok")
         lines.append(f"- {name}: **{'pass' if check['ok'] else 'FAIL'}** ({detail})")

@@ -180,7 +180,9 @@ def paper_claims(card: dict) -> dict[str, dict]:
                 "sta_random": full["sta-random"]["normalised"],
             },
         )
-    for paradigm in ("attention", "talos"):
+    for paradigm in ("attention", "talos", "linearized"):
+        if paradigm not in p:
+            continue
         method = _best_on_val(p[paradigm]["addition"])
         claims[f"{paradigm}_merges_better_than_full"] = _claim(
             _normalised(p[paradigm], method),
@@ -193,4 +195,17 @@ def paper_claims(card: dict) -> dict[str, dict]:
                 "full_ta_absolute": full["ta"].get("accuracy"),
             },
         )
+        claims[f"{paradigm}_merges_better_than_full"]["verdict_absolute"] = _absolute_verdict(
+            p[paradigm], method, p["full"]
+        )
     return claims
+
+
+def _absolute_verdict(paradigm: dict, method: str, full: dict) -> str:
+    """The same comparison on absolute accuracy (per-image correctness, not normalised)."""
+    mine, theirs = paradigm.get("correct", {}), full.get("correct", {})
+    if method not in mine or "ta" not in theirs:
+        return "cannot tell"
+    a = {t: h.astype(float) for t, h in unpack_correct(mine[method]).items()}
+    b = {t: h.astype(float) for t, h in unpack_correct(theirs["ta"]).items()}
+    return paired_difference(a, b).verdict
