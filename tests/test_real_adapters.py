@@ -120,6 +120,8 @@ def test_lora_and_l_lora_adapters_through_a_manifest(zoo_manifest):
         assert torch.equal(state[IN_PROJ][64:], pre[IN_PROJ][64:].float())
         linear = isinstance(source.build_visual(), LinearizedTower)
         assert linear == (paradigm == "l-lora")
+        # caches are keyed by the name: the linearised evaluation must not reuse plain numbers
+        assert source.name == ("zoo-arch (l-lora)" if linear else "zoo-arch")
     with pytest.raises(InputError, match="set paradigm: lora or l-lora"):
         load_manifest_source(write("lora")).load_finetuned("shapes")
     with pytest.raises(InputError, match="not a PEFT LoRA folder"):
@@ -158,3 +160,22 @@ def test_unknown_or_mixed_paradigms_are_refused(zoo_manifest):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(InputError, match="one manifest per paradigm"):
         load_manifest_source(path)
+
+
+def test_cli_refuses_an_adapter_alone_and_a_paradigm_the_zoo_lacks(zoo_manifest, tmp_path, capsys):
+    from taskarith_core.cli import main
+
+    root, _write = zoo_manifest
+    adapter = _adapter(tmp_path / "ad", {f"{Q}.lora_A.weight": torch.ones(1, 64),
+                                         f"{Q}.lora_B.weight": torch.ones(64, 1)})  # fmt: skip
+    out = tmp_path / "out.safetensors"
+    argv = ["convert", str(adapter), "--arch", "taskarith-zoo-vit", "--out", str(out)]
+    argv += ["--arch-config", str(root / "arch.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "paradigm: lora or l-lora" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    table = tmp_path / "t.csv"
+    argv = ["reproduce", "--source", "zoo:lota", "--protocol", "addition", "--out", str(table)]
+    assert main(argv) == 2
+    assert "has no 'lota' checkpoints" in capsys.readouterr().err and not table.exists()

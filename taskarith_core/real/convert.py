@@ -261,13 +261,19 @@ def _read_any(path: Path, arch: str, fmt: str, trust_pickle: bool, base, paradig
     if is_peft_folder(path):
         _require_paradigm(path, "a PEFT LoRA adapter", paradigm)
         if base is None:
-            raise InputError(f"{path}: a LoRA adapter cannot be the pretrained model")
+            raise InputError(
+                f"{path}: is a LoRA adapter, read on top of its pretrained model; list it as a "
+                "task's checkpoint in a manifest with paradigm: lora or l-lora"
+            )
         return merge_peft_lora(path, base(), arch)
     raw = read_checkpoint(path, trust_pickle)
     if is_tangent_state(raw):
         _require_paradigm(path, "a linearised (tangent) checkpoint", paradigm)
         if base is None:
-            raise InputError(f"{path}: a tangent checkpoint cannot be the pretrained model")
+            raise InputError(
+                f"{path}: is a linearised (tangent) checkpoint, checked against its pretrained "
+                "model; list it as a task's checkpoint in a manifest with paradigm: linearized"
+            )
         return tangent_to_open_clip(raw, arch, base(), path)
     if paradigm in ("lora", "l-lora"):
         raise InputError(

@@ -21,6 +21,7 @@ from ..io import load_state_dict, save_state_dict
 from ..keys import VISUAL_PREFIX
 from ..models.cache import cache_dir, file_digest
 from ..models.files import FileSource
+from ..models.linearized import is_linearized
 from ..progress import Progress, no_progress
 from .convert import cache_name, convert_checkpoint
 from .datasets import align_classnames, builtin_task, open_pools, preprocess_for, take_split
@@ -44,6 +45,11 @@ def _classnames_file(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def _source_name(manifest: Manifest) -> str:
+    paradigm = task_paradigm(manifest)
+    return f"{manifest.name} ({paradigm})" if is_linearized(paradigm) else manifest.name
+
+
 class ManifestSource(FileSource):
     """Pretrained + fine-tuned open_clip image towers and local data named by a manifest."""
 
@@ -53,7 +59,9 @@ class ManifestSource(FileSource):
         if manifest.control is not None:
             self._specs[manifest.control.name] = manifest.control
         super().__init__(
-            name=manifest.name,
+            # linearised checkpoints get their own name: every cache is keyed by it, and the same
+            # weights evaluated linearised give other numbers than evaluated as plain weights
+            name=_source_name(manifest),
             arch=resolve_arch(manifest),
             pretrained=manifest.resolve(manifest.pretrained),
             finetuned={t.name: manifest.resolve(t.checkpoint) for t in manifest.tasks},
