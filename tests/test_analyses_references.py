@@ -12,9 +12,9 @@ from taskarith_core.analyses.references import references_table, run_references
 from taskarith_core.analyses.sweeps import LAMBDA_GRID
 from taskarith_core.fusion import merge
 from taskarith_core.models import evaluation
+from taskarith_core.service.sources import clear_explorers, explorer_for, register_source
 from taskarith_core.ui import merge_tab
 from taskarith_core.ui.common import config_from_source
-from taskarith_core.ui.sources import clear_explorers, explorer_for, register_source
 from tests.tiny_source import TINY_SPLIT_SIZES, make_tiny_source
 
 TASKS = ["task0", "task1", "task2"]

@@ -10,10 +10,10 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from taskarith_core.service.sources import clear_explorers, explorer_for, register_source
 from taskarith_core.ui import merge_tab
 from taskarith_core.ui.common import config_from_source
 from taskarith_core.ui.page import build_page
-from taskarith_core.ui.sources import clear_explorers, explorer_for, register_source
 from tests.tiny_source import make_tiny_source
 
 TASKS = ["task0", "task1", "task2"]

@@ -309,9 +309,9 @@ def test_stability_on_ray_equals_local(ray_local, tmp_path, monkeypatch):
 
 
 def test_run_config_on_ray_prints_the_local_table(ray_local, tmp_path, monkeypatch):
+    from taskarith_core.service.sources import explorer_for
     from taskarith_core.ui import merge_tab
     from taskarith_core.ui.common import config_from_source
-    from taskarith_core.ui.sources import explorer_for
 
     source = {"source": "zoo", "paradigm": "full", "device": "cpu"}
     tasks = explorer_for(config_from_source(source)).tasks[:3]

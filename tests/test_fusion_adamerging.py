@@ -107,7 +107,7 @@ def test_zoo_adaptation_runs_the_tower_and_refuses_a_source_without_images():
 def test_page_service_and_sweeps_run_adamerging_on_the_zoo():
     from taskarith_core.analyses.sweeps import prepare_method
     from taskarith_core.runconfig import MERGE_CHOICES, RunConfig
-    from taskarith_core.ui.session import Explorer
+    from taskarith_core.service.explorer import Explorer
     from taskarith_core.zoo.source import ZooSource
 
     assert "adamerging" in MERGE_CHOICES

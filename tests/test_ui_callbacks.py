@@ -15,11 +15,11 @@ from taskarith_core.errors import InputError
 from taskarith_core.fusion import merge
 from taskarith_core.models.evaluation import evaluate_states
 from taskarith_core.runconfig import RunConfig
+from taskarith_core.service.results import sta_fraction_kept
+from taskarith_core.service.sources import clear_explorers, register_source
 from taskarith_core.ui import forget_tab, masks_tab, merge_tab
 from taskarith_core.ui.common import config_from_source, user_errors
 from taskarith_core.ui.page import build_page, load_source
-from taskarith_core.ui.results import sta_fraction_kept
-from taskarith_core.ui.sources import clear_explorers, register_source
 from tests.tiny_source import make_tiny_source
 
 TASKS = ["task0", "task1", "task2"]
@@ -45,7 +45,7 @@ def _merge_cfg(base, method="task_arithmetic", tasks=TASKS, importance="lp", see
 
 
 def _service(base):
-    from taskarith_core.ui.sources import explorer_for
+    from taskarith_core.service.sources import explorer_for
 
     return explorer_for(config_from_source(base))
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from taskarith_core.cli import main
+from taskarith_core.service.results import percent_table
 from taskarith_core.ui import forget_tab, merge_tab
-from taskarith_core.ui.results import percent_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,8 +22,8 @@ def _source(root: Path) -> dict:
 
 
 def _page_table(source: dict, method: str, lam: float, p: float) -> tuple:
+    from taskarith_core.service.sources import explorer_for
     from taskarith_core.ui.common import config_from_source
-    from taskarith_core.ui.sources import explorer_for
 
     tasks = explorer_for(config_from_source(source)).tasks
     values = merge_tab.param_values(method, {"lam": lam, "p": p})
@@ -95,7 +95,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
 
 @pytest.fixture(autouse=True)
 def _fresh_explorers(tmp_path, monkeypatch):
-    from taskarith_core.ui.sources import clear_explorers
+    from taskarith_core.service.sources import clear_explorers
 
     monkeypatch.setenv("TASKARITH_CACHE", str(tmp_path / "cache"))  # the CLI child inherits it
     clear_explorers()

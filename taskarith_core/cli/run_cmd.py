@@ -1,6 +1,6 @@
 """``run --config run.json``: reproduce what the page showed for a downloaded run config.
 
-It calls the same service functions as the page (``taskarith_core.ui.session.Explorer``) and
+It calls the same service functions as the page (``taskarith_core.service.explorer.Explorer``) and
 prints the same table with the same rounding, so the numbers match the page digit for digit.
 """
 
@@ -17,7 +17,7 @@ __all__ = ["register", "run_config"]
 
 def _config_unit(_context: Any, cfg: Any) -> Any:
     """The run as one unit (merge or negate, then evaluate), here or on a Ray worker."""
-    from ..ui.sources import explorer_for
+    from ..service.sources import explorer_for
 
     service = explorer_for(cfg)
     if cfg.action == "merge":
@@ -35,7 +35,7 @@ def run_config(
     from ..io import atomic_path
     from ..numbers import mean_percent
     from ..runconfig import load_config
-    from ..ui.results import negation_percent, percent_table
+    from ..service.results import negation_percent, percent_table
 
     cfg = load_config(config_path)
     if device:
@@ -65,7 +65,7 @@ def _wants_cuda(args: argparse.Namespace) -> bool:
 def _references(cfg) -> tuple[str, str]:
     """(95% intervals of the run's two means, the references table) as printed."""
     from ..analyses.references import references_table, run_references
-    from ..ui.sources import explorer_for
+    from ..service.sources import explorer_for
 
     refs = run_references(explorer_for(cfg), cfg, tqdm_progress("references"))
     table = references_table(refs)

@@ -91,7 +91,7 @@ def config_from_source(source: dict[str, Any] | None, **settings: Any) -> RunCon
 
 def explorer(cfg: RunConfig):
     """The shared service of the config's source (imports the engine on first use)."""
-    from .sources import explorer_for
+    from ..service.sources import explorer_for
 
     return explorer_for(cfg)
 

@@ -15,6 +15,7 @@ import pandas as pd
 from ..errors import InputError
 from ..numbers import percent_text, styled
 from ..runconfig import NEGATE_CHOICES, RunConfig, page_params
+from ..service.results import negation_percent
 from .common import (
     config_from_source,
     explorer,
@@ -29,7 +30,6 @@ from .merge_tab import (
     read_uploaded_config,
     source_settings,
 )
-from .results import negation_percent
 
 __all__ = [
     "NEGATE_LABELS",
@@ -139,7 +139,7 @@ def negation_curve(cfg: RunConfig, progress: Any = None) -> Any:
 
 def forget_gallery(cfg: RunConfig, count: int = GALLERY_SIZE) -> list[tuple[np.ndarray, str]]:
     """Test images of the target with the label predicted before (theta_pre) and after."""
-    from .predictions import predict_labels
+    from ..service.predictions import predict_labels
 
     service = explorer(cfg)
     target = service.negation_target(cfg)

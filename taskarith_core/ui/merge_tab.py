@@ -17,6 +17,16 @@ from ..fusion import MERGE_METHODS
 from ..fusion.params import Param
 from ..numbers import styled
 from ..runconfig import MERGE_CHOICES, RunConfig, page_params
+from ..service.results import (
+    HISTORY_COLUMNS,
+    PERCENT_COLUMNS,
+    accuracy_figure,
+    history_frame,
+    history_row,
+    mean_markdown,
+    percent_table,
+    sta_kept_text,
+)
 from ..sta_levels import distinct_p_text
 from .common import (
     DEFAULT_SOURCE,
@@ -36,16 +46,6 @@ from .evidence import (
     zoo_claims_markdown,
 )
 from .param_controls import param_control
-from .results import (
-    HISTORY_COLUMNS,
-    PERCENT_COLUMNS,
-    accuracy_figure,
-    history_frame,
-    history_row,
-    mean_markdown,
-    percent_table,
-    sta_kept_text,
-)
 
 __all__ = [
     "IMPORTANCE_LABELS",

@@ -25,6 +25,8 @@ def slider_range(param: Param) -> tuple[float, float, float] | None:
         if param.low is None or param.high is None:
             return None
         return float(param.low), float(param.high), 1.0
+    if param.high is None and param.low_open:
+        return None  # a rate like a learning rate spans decades: a number box
     low = 0.0 if param.low is None else float(param.low)
     high = OPEN_HIGH if param.high is None else float(param.high)
     if param.low is None and param.default < 0:
@@ -33,8 +35,8 @@ def slider_range(param: Param) -> tuple[float, float, float] | None:
     if param.high_open:
         high -= step  # the slider must not offer the excluded end
     if param.low_open:
-        low += step
-    return low, max(high, float(param.default)), step
+        low = min(low + step, float(param.default))
+    return min(low, float(param.default)), max(high, float(param.default)), step
 
 
 def param_control(param: Param, value: Any, elem_id: str, visible: bool = True) -> Any:

@@ -64,7 +64,6 @@ def xi_frame(
 ) -> pd.DataFrame:
     """The xi grid of one source (the config's) for a pair of tasks."""
     from ..analyses.xi import XI_PRESETS, disentanglement_grid
-    from ..taskvec import task_vector
 
     if not task1 or not task2 or task1 == task2:
         raise InputError("xi compares two different tasks; pick task 1 and task 2")
@@ -76,12 +75,7 @@ def xi_frame(
     vectors = None
     label = f"{service.source.name}"
     if edit == "sta":
-        masks = service.masks(cfg, pair)
-        pre = service.pretrained()
-        vectors = []
-        for task in pair:
-            tau = task_vector(pre, service.finetuned(task))
-            vectors.append({k: v * masks[task][k].to(v.dtype) for k, v in tau.items()})
+        vectors = service.masked_task_vectors(cfg, pair)
         label += f" STA p={cfg.param('p'):.2f} {cfg.importance}"
     key = (
         "xi",

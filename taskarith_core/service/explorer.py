@@ -1,4 +1,5 @@
-"""The page's service layer: one :class:`Explorer` per model source, shared by every user.
+"""The explorer's service: one :class:`Explorer` per model source, shared by every page user and
+by ``run --config``.
 
 Results are keyed by exactly what determines them (``RunConfig.key``), so per-user state can stay
 small (``gr.State`` holds configs and tables) while importances, masks, merged models and
@@ -116,6 +117,19 @@ class Explorer:
             return dict(zip(chosen, bottom_k_masks(imps, cfg.param("sparsity"))))
 
         return self._masks.get(self.mask_key(cfg, chosen), compute)
+
+    def masked_task_vectors(self, cfg: RunConfig, tasks: Sequence[str]) -> list[StateDict]:
+        """Each task's tau_t restricted to its mask of ``cfg`` (STA at p, or bottom-k): the
+        edited task vectors the disentanglement error compares."""
+        from ..taskvec import task_vector
+
+        masks = self.masks(cfg, tasks)
+        pre = self.pretrained()
+        vectors = []
+        for task in tasks:  # in the caller's order (xi's task 1, task 2)
+            tau = task_vector(pre, self.finetuned(task))
+            vectors.append({k: v * masks[task][k].to(v.dtype) for k, v in tau.items()})
+        return vectors
 
     def result_key(self, cfg: RunConfig) -> tuple:
         """Cache key of a merged model / its accuracies (an STA merge: p through its rank)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..models.source import ModelSource
 from ..runconfig import RunConfig
-from .session import Explorer
+from .explorer import Explorer
 
 __all__ = [
     "clear_explorers",

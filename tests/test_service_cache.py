@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from taskarith_core.ui.cache import Memo
+from taskarith_core.service.cache import Memo
 
 
 def test_concurrent_callers_share_one_computation():
