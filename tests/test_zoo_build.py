@@ -169,3 +169,26 @@ def test_a_paradigm_the_zoo_lacks_is_one_sentence(mini_zoo_root, tmp_path):
     with pytest.raises(InputError, match="has no 'lota' checkpoints") as err:
         load_zoo("lota", smaller)
     assert "\n" not in str(err.value)
+
+
+def test_adding_paradigms_to_a_zoo_gives_the_files_of_a_whole_build(mini_zoo_root, tmp_path):
+    """``zoo build --paradigms`` into an existing zoo: the same bytes as the one-go build."""
+    from taskarith_core.zoo import build_zoo
+
+    new = ("linearized", "l-lora", "lota")
+    partial = tmp_path / "zoo"
+    shutil.copytree(mini_zoo_root, partial)
+    for paradigm in new:
+        shutil.rmtree(partial / paradigm)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the fixture's build ran on one thread too
+    try:
+        build_zoo(partial, MINI_SPEC, train_only=new)
+    finally:
+        torch.set_num_threads(threads)
+    for paradigm in new:
+        for path in sorted((mini_zoo_root / paradigm).iterdir()):
+            assert (partial / paradigm / path.name).read_bytes() == path.read_bytes(), path.name
+    assert (partial / "tasks.json").read_bytes() == (mini_zoo_root / "tasks.json").read_bytes()
+    stages = json.loads((partial / "build_time.json").read_text())["stages"]
+    assert set(stages) == {",".join(new)}
