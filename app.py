@@ -16,6 +16,9 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import argparse  # noqa: E402
 import threading  # noqa: E402
 
+#: the largest upload the server accepts (a run config; ``ui.upload.MAX_CONFIG_BYTES``)
+MAX_UPLOAD = "1mb"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve the merge explorer page.")
@@ -70,7 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         server_name=args.host,
         server_port=args.port,
         share=False,
-        show_error=False,
+        # every message the page sends is one sentence (callbacks and controls are checked in
+        # taskarith_core.ui.guard), so Gradio may pass each one on to the user
+        show_error=True,
+        # the page uploads nothing but run configs (JSON text of at most 1 MB)
+        max_file_size=MAX_UPLOAD,
         prevent_thread_lock=True,
     )
     # only now: importing torch and open_clip in parallel would slow the server's start-up

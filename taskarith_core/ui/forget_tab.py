@@ -27,7 +27,6 @@ from .common import (
 from .merge_tab import (
     IMPORTANCE_LABELS,
     PAGE_EVAL_SAMPLES,
-    read_uploaded_config,
     source_settings,
 )
 
@@ -201,7 +200,9 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
             )
             run = gr.Button("Forget", variant="primary", elem_id="forget-run")
             sweep = gr.Button("Sweep lambda / p")
-            upload = gr.UploadButton("Load run config (JSON)", file_types=[".json"])
+            upload = gr.UploadButton(
+                "Load run config (JSON)", file_types=[".json"], elem_id="forget-upload"
+            )
         with gr.Column(scale=2):
             summary = gr.Markdown(elem_id="forget-summary")
             table = gr.Dataframe(
@@ -237,10 +238,5 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
         return figure, write_figures({"negation_sweep.html": figure})
 
     sweep.click(on_sweep, [source_state, *controls], [curve, files], api_name="forget_sweep")
-
-    @user_errors
-    def on_upload(path):
-        return forget_controls_from_config(read_uploaded_config(path))
-
-    upload.upload(on_upload, upload, [source_state, *controls], api_visibility="private")
-    return {"target": target, "controls": controls, "run": run}
+    # the run-config upload is wired by the page: it may switch the source of every tab
+    return {"target": target, "controls": controls, "run": run, "upload": upload}

@@ -46,6 +46,7 @@ from .evidence import (
     zoo_claims_markdown,
 )
 from .param_controls import param_control
+from .upload import read_uploaded_config
 
 __all__ = [
     "IMPORTANCE_LABELS",
@@ -303,7 +304,9 @@ def _results_column() -> dict[str, Any]:
         )
     with gr.Row():
         r["model_btn"] = gr.Button("Build merged model (.safetensors)")
-        r["upload"] = gr.UploadButton("Load run config (JSON)", file_types=[".json"])
+        r["upload"] = gr.UploadButton(
+            "Load run config (JSON)", file_types=[".json"], elem_id="merge-upload"
+        )
     r["model_file"] = gr.File(label="Merged model")
     return r
 
@@ -371,12 +374,14 @@ def build_merge_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
         on_compare, [history, r["run_a"], r["run_b"]], r["comparison"], api_name="compare_runs"
     )
 
-    @user_errors
-    def on_upload(path):
-        return controls_from_config(read_uploaded_config(path))
-
-    r["upload"].upload(on_upload, r["upload"], [source_state, *controls], api_visibility="private")
-    return {"tasks": c["tasks"], "controls": controls, "history": history, "run": c["run"]}
+    # the run-config upload is wired by the page: it may switch the source of every tab
+    return {
+        "tasks": c["tasks"],
+        "controls": controls,
+        "history": history,
+        "run": c["run"],
+        "upload": r["upload"],
+    }
 
 
 def save_merged_model(cfg_dict: dict | None, progress: Any = None) -> str:
@@ -390,14 +395,6 @@ def save_merged_model(cfg_dict: dict | None, progress: Any = None) -> str:
     path = download_dir() / f"merged_{cfg.method}.safetensors"
     save_state_dict(state, path, metadata={"run_config": cfg.to_json()})
     return str(path)
-
-
-def read_uploaded_config(path: Any) -> RunConfig:
-    """An uploaded run config file, validated (a wrong file is a sentence, not a crash)."""
-
-    if not path:
-        raise InputError("no file was uploaded; choose a run config JSON the page wrote")
-    return RunConfig.from_json(Path(str(path)).read_text())
 
 
 def source_settings(cfg: RunConfig) -> dict[str, Any]:

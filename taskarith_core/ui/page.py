@@ -16,15 +16,19 @@ import gradio as gr
 from ..errors import InputError
 from ..runconfig import RunConfig
 from .common import DEFAULT_SOURCE, config_from_source, explorer, user_errors
-from .forget_tab import build_forget_tab
+from .forget_tab import build_forget_tab, forget_controls_from_config
+from .guard import guard_events
 from .masks_tab import build_masks_tab, update_iou, update_masks
-from .merge_tab import build_merge_tab
+from .merge_tab import build_merge_tab, controls_from_config
+from .upload import config_source, read_uploaded_config
 
 __all__ = [
     "build_page",
+    "config_updates",
     "describe_source",
     "initial_tasks",
     "load_source",
+    "run_status",
     "source_updates",
     "zoo_paradigm_labels",
 ]
@@ -134,6 +138,12 @@ def source_updates(source: dict, tasks: list[str], text: str, multi: int, single
     return [source, text, *updates]
 
 
+def run_status(tab: str) -> gr.Markdown:
+    """The line a tab's events show progress on (and Gradio's badge when one fails), so a
+    mistake never covers that tab's chart, tables or controls."""
+    return gr.Markdown("", elem_id=f"{tab}-run-status", elem_classes=["run-status"], min_height=40)
+
+
 def build_page(
     default_source: dict[str, Any] | None = None, task_names: list[str] | None = None
 ) -> gr.Blocks:
@@ -153,14 +163,18 @@ def build_page(
         source_state = gr.State(start)
         kind, paradigm, manifest, load = _source_row(start)
         status = gr.Markdown(elem_id="source-status")
+        lines: dict[Any, gr.Markdown] = {}
         with gr.Tabs():
-            with gr.Tab("Merge", id="merge"):
+            with gr.Tab("Merge", id="merge") as tab:
+                lines[tab] = run_status("merge")
                 merge = build_merge_tab(source_state, names)
             with gr.Tab("Masks", id="masks") as masks_tab:
+                lines[masks_tab] = run_status("masks")
                 masks = build_masks_tab(source_state, names)
-            with gr.Tab("Forget", id="forget"):
+            with gr.Tab("Forget", id="forget") as tab:
+                lines[tab] = run_status("forget")
                 forget = build_forget_tab(source_state, names)
-            extra = _optional_tabs(source_state, names)
+            extra = _optional_tabs(source_state, names, lines)
         multi = [merge["tasks"], masks["tasks"], *extra.get("multi", [])]
         single = [(forget["target"], 0), *extra.get("single", [])]
 
@@ -177,17 +191,71 @@ def build_page(
         masks_tab.select(
             update_masks, masks["inputs"], masks["outputs"], api_visibility="private"
         ).then(update_iou, masks["inputs"], masks["iou"], api_visibility="private")
+        pickers = {"multi": multi, "single": single, "row": [kind, paradigm, manifest]}
+        for tab_parts, from_config in (
+            (merge, lambda cfg: controls_from_config(cfg)[1:]),
+            (forget, lambda cfg: forget_controls_from_config(cfg)[1:]),
+        ):
+            _wire_upload(tab_parts, from_config, source_state, status, pickers)
+        guard_events(demo, lines, status, [*multi, *(picker for picker, _ in single)])
     return demo
 
 
-def _optional_tabs(source_state: gr.State, names: list[str]) -> dict[str, list]:
+def config_updates(
+    cfg: RunConfig, values: list[Any], controls: list[Any], state: Any, status: Any, pickers: dict
+) -> dict[Any, Any]:
+    """Every change an uploaded config makes, or an InputError before any: the source row and
+    state, every task picker (the config's source and its tasks), then the tab's controls."""
+    source, tasks, service = config_source(cfg)
+    kind, paradigm, manifest = pickers["row"]
+    updates: dict[Any, Any] = {
+        state: source,
+        status: describe_source(cfg, service),
+        kind: cfg.source,
+        paradigm: cfg.paradigm,
+        manifest: cfg.manifest or "",
+    }
+    for picker in pickers["multi"]:
+        updates[picker] = gr.update(choices=tasks, value=tasks)
+    for picker, index in pickers["single"]:
+        updates[picker] = gr.update(choices=tasks, value=tasks[min(index, len(tasks) - 1)])
+    for control, value in zip(controls, values):
+        if control in updates:  # a task picker: the source's tasks, the config's choice
+            updates[control] = gr.update(choices=tasks, value=value)
+        else:
+            updates[control] = value
+    return updates
+
+
+def _wire_upload(parts: dict, from_config, state: Any, status: Any, pickers: dict) -> None:
+    """A tab's "Load run config" button: read, check, then change everything or nothing."""
+    controls = list(parts["controls"])
+    outputs = list(
+        dict.fromkeys(
+            [state, status, *pickers["row"], *pickers["multi"]]
+            + [picker for picker, _ in pickers["single"]]
+            + controls
+        )
+    )
+
+    @user_errors
+    def on_upload(path):
+        cfg = read_uploaded_config(path)
+        return config_updates(cfg, from_config(cfg), controls, state, status, pickers)
+
+    parts["upload"].upload(on_upload, parts["upload"], outputs, api_visibility="private")
+
+
+def _optional_tabs(source_state: gr.State, names: list[str], lines: dict) -> dict[str, list]:
     """Disentanglement and Analyses tabs, laid out by their own modules."""
     from .analyses_tab import build_analyses_tab
     from .xi_tab import build_xi_tab
 
-    with gr.Tab("Disentanglement", id="xi"):
+    with gr.Tab("Disentanglement", id="xi") as tab:
+        lines[tab] = run_status("xi")
         xi = build_xi_tab(source_state, names)
-    with gr.Tab("Analyses", id="analyses"):
+    with gr.Tab("Analyses", id="analyses") as tab:
+        lines[tab] = run_status("analyses")
         analyses = build_analyses_tab(source_state, names)
     return {
         "multi": analyses.get("multi", []),
