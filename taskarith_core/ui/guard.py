@@ -93,11 +93,12 @@ def _text(name: str, value: Any) -> str:
 def _one_of(component: Any, value: Any, dynamic: bool) -> Any:
     """Radio / dropdown: one of its choices (a task picker: any name; the source checks it)."""
     name = control_name(component)
+    dynamic = dynamic or getattr(component, "allow_custom_value", False)
     if value is None:
         if dynamic:
             return None
         raise InputError(f"{name} needs a choice; pick one of {_listing(component)}")
-    if dynamic or getattr(component, "allow_custom_value", False):
+    if dynamic:
         return _text(name, value)
     if value not in _choice_values(component):
         raise InputError(f"{name} must be one of {_listing(component)}; got {quote(value)}")

@@ -1,0 +1,96 @@
+"""The served page's API with wrong values, as a script or a broken client would send them: every
+answer is a sentence that names the control, and no answer repeats a file the user pointed at."""
+
+from __future__ import annotations
+
+import socket
+
+import gradio as gr
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from app import MAX_UPLOAD
+from taskarith_core.ui.common import config_from_source
+from taskarith_core.ui.guard import control_name
+from taskarith_core.ui.page import build_page
+from taskarith_core.ui.sources import clear_explorers, register_source
+from tests.tiny_source import make_tiny_source
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(client, page) of the page served as ``python app.py`` serves it."""
+    root = tmp_path_factory.mktemp("tiny_api")
+    settings = {"source": "zoo", "paradigm": "full", "zoo_root": str(root), "device": "cpu"}
+    register_source(config_from_source(settings), make_tiny_source(root, n_tasks=3))
+    demo = build_page(settings)
+    demo.queue(default_concurrency_limit=2)
+    port = _free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        show_error=True,
+        max_file_size=MAX_UPLOAD,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TASKARITH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False), demo
+    demo.close()
+    clear_explorers()
+
+
+def _wrong(component) -> list:
+    """Values of the wrong type for this control (a slider gets text and null, ...)."""
+    if isinstance(component, (gr.Slider, gr.Number)):
+        return ["abc", None]
+    if isinstance(component, gr.CheckboxGroup):
+        return ["task0", [1, 2]]
+    if isinstance(component, (gr.Radio, gr.Dropdown)):
+        return [12345, ["a"]]
+    if isinstance(component, gr.Textbox):
+        return [12345]
+    return []
+
+
+def _endpoints(demo) -> dict[str, list]:
+    """api name -> the controls it takes (its State inputs are not part of the API)."""
+    return {
+        f"/{fn.api_name}": [c for c in fn.inputs if not isinstance(c, gr.State)]
+        for fn in demo.fns.values()
+        if fn.api_name and fn.api_visibility == "public"
+    }
+
+
+def test_every_input_of_every_event_answers_a_wrong_type_with_a_sentence(served):
+    client, demo = served
+    endpoints = _endpoints(demo)
+    assert {"/merge", "/forget", "/masks", "/load", "/xi", "/analysis"} <= set(endpoints)
+    tried = 0
+    for name, controls in endpoints.items():
+        good = [c.value for c in controls]
+        for index, control in enumerate(controls):
+            for wrong in _wrong(control):
+                values = list(good)
+                values[index] = wrong
+                with pytest.raises(AppError) as info:
+                    client.predict(*values, api_name=name)
+                message = str(info.value)
+                assert control_name(control) in message, (name, control_name(control), message)
+                assert "\n" not in message and "Traceback" not in message
+                tried += 1
+    assert tried > 100
+
+
+def test_an_event_without_inputs_answers_with_a_sentence(served):
+    client, _ = served
+    with pytest.raises(AppError, match="no merge has run yet"):
+        client.predict(api_name="/merged_model")
