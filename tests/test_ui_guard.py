@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taskarith_core.errors import MESSAGE_LIMIT, InputError
+from taskarith_core.service.sources import clear_explorers, register_source
 from taskarith_core.ui.common import config_from_source
 from taskarith_core.ui.guard import TEXT_LIMIT, check_value, control_name
 from taskarith_core.ui.page import build_page
-from taskarith_core.ui.sources import clear_explorers, register_source
 from tests.tiny_source import make_tiny_source
 
 TASKS = ["task0", "task1", "task2"]
@@ -151,6 +151,14 @@ def _wrong_values(component) -> st.SearchStrategy:
     return st.nothing()
 
 
+def _valid(component):
+    """A value the control accepts: its start value (a slider's, moved into its range)."""
+    value = copy.deepcopy(component.value)
+    if isinstance(component, gr.Slider):
+        return min(max(value, component.minimum), component.maximum)
+    return value
+
+
 def _checked_inputs(page) -> list[tuple]:
     """(event, index of an input, its component) for every input a user controls."""
     found = []
@@ -172,7 +180,7 @@ def _checked_inputs(page) -> list[tuple]:
 def test_random_wrong_values_get_one_sentence_and_write_nothing(page, data, tmp_path_factory):
     block_fn, index, component = data.draw(st.sampled_from(_checked_inputs(page)))
     wrong = data.draw(_wrong_values(component))
-    values = [copy.deepcopy(c.value) for c in block_fn.inputs]
+    values = [_valid(c) for c in block_fn.inputs]
     values[index] = wrong
     folder = tmp_path_factory.mktemp("downloads")
     before, tempfile.tempdir = tempfile.tempdir, str(folder)
@@ -186,3 +194,11 @@ def test_random_wrong_values_get_one_sentence_and_write_nothing(page, data, tmp_
     assert control_name(component) in message
     assert "Traceback" not in message and "bug" not in message
     assert list(folder.iterdir()) == []  # nothing written
+
+
+def test_every_control_starts_at_a_value_it_accepts(page):
+    """A slider whose start value lies outside its range would refuse every Run."""
+    for block_fn in page.fns.values():
+        for component in block_fn.inputs:
+            if isinstance(component, (gr.Slider, gr.Number)) and component.value is not None:
+                check_value(component, component.value)

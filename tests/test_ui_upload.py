@@ -10,9 +10,9 @@ import gradio as gr
 import pytest
 
 from taskarith_core.errors import InputError
+from taskarith_core.service.sources import clear_explorers, register_source
 from taskarith_core.ui.common import config_from_source
 from taskarith_core.ui.page import build_page, config_updates
-from taskarith_core.ui.sources import clear_explorers, register_source
 from taskarith_core.ui.upload import MAX_CONFIG_BYTES, read_uploaded_config
 from tests.tiny_source import make_tiny_source
 
