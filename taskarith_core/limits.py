@@ -83,7 +83,7 @@ def check_float(
 def parse_int(name: str, text: str, low: int, high: int) -> int:
     """A whole number typed by the user (flag or list item), checked against [low, high]."""
     try:
-        value = int(text.strip())
+        value = int(text)
     except ValueError:
         raise InputError(
             f"{name}={quote(text)} is not a whole number; use one in [{low}, {high}]"
@@ -94,7 +94,7 @@ def parse_int(name: str, text: str, low: int, high: int) -> int:
 def parse_float(name: str, text: str, low: float, high: float, high_open: bool = False) -> float:
     """A number typed by the user, checked to be finite and inside [low, high]."""
     try:
-        value = float(text.strip())
+        value = float(text)
     except ValueError:
         raise InputError(f"{name}={quote(text)} is not a number") from None
     return check_float(name, value, low, high, high_open)

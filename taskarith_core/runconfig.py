@@ -336,7 +336,8 @@ def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"run config setting {name!r} must be a number")
     action, method = data.get("action", "merge"), data.get("method", "sta")
-    reads = _V1_READS.get((action, method), {}) if isinstance(method, str) else {}
+    named = isinstance(action, str) and isinstance(method, str)  # else the checks below say so
+    reads = _V1_READS.get((action, method), {}) if named else {}
     values = {**_V1_DEFAULTS, **old, "seed": data.get("seed", 0)}
     data["params"] = {new: values[name] for name, new in reads.items()}
     if isinstance(method, str):

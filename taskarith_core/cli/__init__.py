@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 
-from ..errors import InputError
+from ..errors import QUOTE_LIMIT, InputError, quote
 from . import analyse_cmds, engine_cmds, model_cmds, real_cmds, run_cmd, zoo_cmds
 
 __all__ = ["build_parser", "main"]
@@ -20,11 +21,19 @@ __all__ = ["build_parser", "main"]
 COMMAND_MODULES = [engine_cmds, zoo_cmds, analyse_cmds, model_cmds, real_cmds, run_cmd]
 
 
+#: a value argparse quoted that is longer than a user value may be shown
+_QUOTED = re.compile("'[^'\\n]{" + str(QUOTE_LIMIT - 1) + ",}'")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Usage mistakes get one line on stderr and exit code 2, like every other input error."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+        # argparse repeats a rejected value whole ("invalid choice: '...'"): cut each quoted value
+        # as errors.quote does, and the whole line as InputError does
+        message = _QUOTED.sub(lambda m: quote(m.group(0)[1:-1]), message)
+        text = str(InputError(f"{self.prog}: {message} (see --help)")).replace("\n", " ")
+        self.exit(2, f"error: {text}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # one line even when a typed path holds a line break
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from ..fusion.adamerging import Adaptation
 from ..progress import Progress, no_progress
 from .evaluation import head_for, split_tensors
@@ -43,9 +43,10 @@ def _images(source: Any, task: str, max_samples: int | None) -> torch.Tensor:
     try:
         images, _labels = split_tensors(source, task, "test", max_samples)
     except (InputError, FileNotFoundError, OSError, NotImplementedError) as exc:
+        why = str(exc) if isinstance(exc, InputError) else describe(exc)  # ours, or its kind only
         raise InputError(
             f"adamerging learns on unlabeled test images, and {source.name} has none for task "
-            f"{task!r}; pick a source with task data ({exc})"
+            f"{task!r}; pick a source with task data ({why})"
         ) from exc
     if len(images) == 0:
         raise InputError(
