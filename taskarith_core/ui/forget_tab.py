@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..fusion import NEGATION_METHODS
 from ..numbers import percent_text, styled
 from ..runconfig import NEGATE_CHOICES, RunConfig, page_params
 from ..service.results import negation_percent
@@ -41,9 +42,15 @@ __all__ = [
     "run_forget",
 ]
 
+#: (label, method) of every negation method the page can run, from the registry's summaries
 NEGATE_LABELS = [
-    ("Task arithmetic (theta_pre - lambda tau)", "task_arithmetic"),
-    ("STA (theta_pre - M tau, quantile p)", "sta"),
+    (
+        NEGATION_METHODS[m].summary
+        if NEGATION_METHODS[m].summary.startswith(NEGATION_METHODS[m].short)
+        else f"{NEGATION_METHODS[m].short}: {NEGATION_METHODS[m].summary}",
+        m,
+    )
+    for m in NEGATE_CHOICES
 ]
 GALLERY_SIZE = 12
 
@@ -73,6 +80,16 @@ def forget_config(
         seed=int(seed),
         max_samples=int(max_samples) if max_samples else None,
     )
+
+
+def _visible(method: str) -> list[bool]:
+    """Whether the importance, lambda, p and Ns controls apply to ``method`` (only the chosen
+    method's controls are shown)."""
+    if method not in NEGATE_CHOICES:
+        return [True] * 4
+    names = {p.name for p in page_params("negate", method)}
+    reads = NEGATION_METHODS[method].needs is not None
+    return [reads, "lam" in names, "p" in names, reads]
 
 
 def _chosen(values: dict[str, Any], method: str) -> dict[str, Any]:
@@ -190,10 +207,21 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
                 elem_id="forget-target",
             )
             method = gr.Radio(NEGATE_LABELS, value="task_arithmetic", label="Method")
-            importance = gr.Dropdown(IMPORTANCE_LABELS, value="lp", label="Importance (STA)")
-            lam = gr.Slider(0, 2, value=0.5, step=0.05, label="lambda (TA)", elem_id="forget-lam")
-            p = gr.Slider(0, 1, value=0.9, step=0.01, label="Quantile p (STA)")
-            samples = gr.Slider(1, 256, value=32, step=1, label="Ns")
+            shown = _visible("task_arithmetic")
+            importance = gr.Dropdown(
+                IMPORTANCE_LABELS, value="lp", label="Importance (STA)", visible=shown[0]
+            )
+            lam = gr.Slider(
+                0,
+                2,
+                value=0.5,
+                step=0.05,
+                label="lambda (TA)",
+                elem_id="forget-lam",
+                visible=shown[1],
+            )
+            p = gr.Slider(0, 1, value=0.9, step=0.01, label="Quantile p (STA)", visible=shown[2])
+            samples = gr.Slider(1, 256, value=32, step=1, label="Ns", visible=shown[3])
             seed = gr.Number(0, precision=0, label="Seed")
             max_samples = gr.Number(
                 PAGE_EVAL_SAMPLES, precision=0, label="Evaluation images per task (0 = all)"
@@ -219,6 +247,13 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
             curve = gr.Plot(label="Sweep: target and control accuracy")
             files = gr.File(label="Downloads", file_count="multiple")
     controls = [target, method, importance, lam, p, samples, seed, max_samples]
+    method.change(
+        lambda m: [gr.update(visible=v) for v in _visible(m)],
+        method,
+        [importance, lam, p, samples],
+        show_progress="hidden",
+        api_visibility="private",
+    )
 
     @user_errors
     def on_run(source, *values, progress=gr.Progress()):  # noqa: B008
