@@ -37,7 +37,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CPU threads per computation (default 1: fastest when users or other jobs share the "
         "cores; raise it on an otherwise idle many-core machine)",
     )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the sweep and xi actions on a Ray cluster: auto, HOST:PORT, or local (start "
+        "a Ray instance on this machine)",
+    )
     return parser.parse_args(argv)
+
+
+def connect_ray(address: str, device: str) -> None:
+    """Join (or start) the Ray cluster before the page is served; a bad address, a cluster
+    without the project or without GPUs for a CUDA page is one sentence and exit 2."""
+    import sys
+
+    from taskarith_core.errors import InputError
+
+    try:
+        from taskarith_core.device import pick_device
+        from taskarith_core.executor import parse_executor, use_for_page
+
+        spec = parse_executor("ray" if address == "local" else f"ray:{address}")
+        use_for_page(spec, gpu=pick_device(device).type == "cuda")
+    except InputError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
 
 
 def warm_up(source: dict) -> None:
@@ -58,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # torch reads this when it is first imported (in the warm-up thread, after the page is up)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, args.threads)))
+    if args.ray:
+        connect_ray(args.ray, args.device)
     from taskarith_core.ui.page import build_page
 
     source = {

@@ -32,8 +32,10 @@ __all__ = [
     "LocalExecutor",
     "Unit",
     "open_executor",
+    "page_executor",
     "parse_executor",
     "run_grid",
+    "use_for_page",
 ]
 
 #: ``unit(context, item) -> result``; results must be JSON values (they go to the journal).
@@ -204,3 +206,23 @@ def open_executor(spec: ExecutorSpec, *, gpu: bool = False):
     from .executor_ray import ray_executor
 
     return ray_executor(spec, gpu=gpu)
+
+
+#: The executor of the page's grid actions (sweep, xi): local unless the page was started with
+#: ``--ray ADDRESS``; the connection stays open for the life of the process.
+_PAGE: dict[str, Any] = {"executor": LOCAL, "stack": None}
+
+
+def use_for_page(spec: ExecutorSpec, *, gpu: bool = False) -> Executor:
+    """Connect once (checked as for the CLI) and make ``spec`` the page's executor."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    executor = stack.enter_context(open_executor(spec, gpu=gpu))
+    _PAGE.update(executor=executor, stack=stack)
+    return executor
+
+
+def page_executor() -> Executor:
+    """The executor the page's sweep and xi actions run on."""
+    return _PAGE["executor"]

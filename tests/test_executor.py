@@ -326,3 +326,35 @@ def test_run_config_on_ray_prints_the_local_table(ray_local, tmp_path, monkeypat
     a, b = pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "ray.csv")
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert len(b) == 3
+
+
+def test_page_started_with_ray_runs_its_sweep_on_the_cluster(ray_local, monkeypatch):
+    from taskarith_core import executor
+    from taskarith_core.executor_ray import RayExecutor
+    from taskarith_core.ui.analyses_tab import _sweep
+    from taskarith_core.ui.common import config_from_source, explorer
+
+    service = explorer(config_from_source({"source": "zoo", "paradigm": "full", "device": "cpu"}))
+    tasks = ["digits", "letters"]
+    local = _sweep(service, tasks, None, "ta", 16, 8, lambda *a: None)
+    monkeypatch.setitem(executor._PAGE, "executor", executor.LOCAL)
+    seen = []
+    on_ray = executor.use_for_page(ExecutorSpec("ray"))
+    assert isinstance(executor.page_executor(), RayExecutor) and on_ray is executor.page_executor()
+    remote = _sweep(service, tasks, None, "ta", 16, 8, lambda *a: seen.append(a))
+    pd.testing.assert_frame_equal(local, remote, check_exact=True)
+    assert [done for done, _, _ in seen][-1] == len(set(remote["value"]))
+
+
+def test_page_with_an_unreachable_ray_address_exits_2(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "app.py", "--ray", "127.0.0.1:9", "--port", "7999"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nobody answers at Ray address" in lines[0]

@@ -100,6 +100,7 @@ def _kernel(service, tasks, _by, _method, limit, _samples, progress):
 
 def _sweep(service, tasks, _by, method, limit, samples, progress):
     from ..analyses.sweeps import accuracy_sweep
+    from ..executor import page_executor
 
     return accuracy_sweep(
         service.source,
@@ -109,6 +110,7 @@ def _sweep(service, tasks, _by, method, limit, samples, progress):
         samples=samples,
         device=service.device,
         progress=progress,
+        executor=page_executor(),  # a Ray cluster when the page was started with --ray
     )
 
 

@@ -64,6 +64,7 @@ def xi_frame(
 ) -> pd.DataFrame:
     """The xi grid of one source (the config's) for a pair of tasks."""
     from ..analyses.xi import XI_PRESETS, disentanglement_grid
+    from ..executor import page_executor
 
     if not task1 or not task2 or task1 == task2:
         raise InputError("xi compares two different tasks; pick task 1 and task 2")
@@ -102,6 +103,7 @@ def xi_frame(
             device=service.device,
             label=label,
             progress=gr_progress(progress),
+            executor=page_executor(),  # a Ray cluster when the page was started with --ray
         ),
     )
 
