@@ -3,10 +3,12 @@ answer is a sentence that names the control, and no answer repeats a file the us
 
 from __future__ import annotations
 
+import json
 import socket
 
 import gradio as gr
 import pytest
+from conftest import CANARY
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
@@ -101,3 +103,29 @@ def test_an_event_without_inputs_answers_with_a_sentence(served):
     client, _ = served
     with pytest.raises(AppError, match="no merge has run yet"):
         client.predict(api_name="/merged_model")
+
+
+def _upload_events(demo) -> list:
+    return [fn for fn in demo.fns.values() if fn.targets and fn.targets[0][1] == "upload"]
+
+
+def test_no_page_message_repeats_a_file_the_user_pointed_at(served, canary_files, tmp_path):
+    """Each private file as the manifest path typed on the page, as an uploaded run config, and
+    as the manifest an uploaded run config names: every answer is a sentence without its text."""
+    client, demo = served
+    upload = _upload_events(demo)[0].fn
+    messages = []
+    for name, path in canary_files.items():
+        with pytest.raises(AppError) as info:
+            client.predict("manifest", "full", str(path), api_name="/load")
+        messages.append(str(info.value))
+        config = tmp_path / f"{name}.run_config.json"
+        config.write_text(json.dumps({"source": "manifest", "manifest": str(path)}))
+        for uploaded in (path, config):
+            with pytest.raises(gr.Error) as raised:
+                upload({"path": str(uploaded), "orig_name": uploaded.name})
+            messages.append(raised.value.message)
+    assert len(messages) == 3 * len(canary_files)
+    for message in messages:
+        assert CANARY not in message
+        assert message and "\n" not in message and "bug" not in message, message
