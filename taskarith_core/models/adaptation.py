@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from ..errors import InputError, describe
 from ..fusion.adamerging import Adaptation
-from ..progress import Progress, no_progress
+from ..progress import Progress
 from .evaluation import head_for, split_tensors
 from .fast_forward import fast_features, tower_spec
 
@@ -62,7 +62,7 @@ def adaptation_for(
     *,
     device: torch.device | str = "cpu",
     max_samples: int | None = None,
-    progress: Progress = no_progress,
+    progress: Progress | None = None,
 ) -> Adaptation:
     """What AdaMerging needs from ``source`` for ``tasks``, in the fine-tuned models' order."""
     tower = _Tower(source.build_visual(device).eval())
@@ -77,5 +77,13 @@ def adaptation_for(
         heads=[head_for(source, task, device) for task in tasks],
         features=features,
         device=device,
-        progress=progress,
+        progress=progress if progress is not None else _bar(),
     )
+
+
+def _bar() -> Progress:
+    """A tqdm bar on stderr for callers without their own progress display (sweeps, reproduce):
+    the coefficients take hundreds of steps."""
+    from ..cli.common import tqdm_progress
+
+    return tqdm_progress("AdaMerging")
