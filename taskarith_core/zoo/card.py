@@ -249,15 +249,16 @@ def card_markdown(card: dict) -> str:
     for name, check in card["checks"].items():
         detail = ", ".join(f"{k}={v}" for k, v in check.items() if k != "ok")
         lines.append(f"- {name}: **{'pass' if check['ok'] else 'FAIL'}** ({detail})")
-    lines += [
-        "",
-        "## The papers' claims on this zoo",
-        "",
+    paired = all("verdict" in claim for claim in card["claims"].values())
+    how = (
         "Decided by a paired bootstrap over the test images: the 95% interval of the difference "
         "in mean normalised accuracy (points) lies above zero (holds), below it (does not hold) "
-        "or contains it (cannot tell).",
-        "",
-    ]
+        "or contains it (cannot tell)."
+        if paired
+        else "Decided by a gap of more than 1 point of mean normalised accuracy (measured before "
+        "per-image results were kept; re-measure the card for paired intervals)."
+    )
+    lines += ["", "## The papers' claims on this zoo", "", how, ""]
     for name, claim in card["claims"].items():
         skip = ("holds", "verdict")
         detail = ", ".join(f"{k}={v}" for k, v in claim.items() if k not in skip)

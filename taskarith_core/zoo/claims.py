@@ -102,14 +102,12 @@ def acceptance_checks(card: dict) -> dict[str, dict]:
             "ok": v["target_ratio"] <= 0.6
             and (keeping == v["targets"] if keeping is not None else v["control_ratio"] >= 0.95),
         }
+    oks = [v.pop("ok") for v in neg.values()]  # every method's flag, not the first failing one
     return {
         "finetuned_ge_85_every_task": {"ok": min(ft.values()) >= 85, "min": min(ft.values())},
         "finetuned_gain_ge_25_points": {"ok": gain >= 25, "mean_gain": round(gain, 2)},
         "ta_normalised_lt_90": {"ok": ta < 90, "ta_normalised": ta},
-        "negation_target_le_60pct_every_target_keeps_control": {
-            "ok": all(v.pop("ok") for v in neg.values()),
-            **neg,
-        },
+        "negation_target_le_60pct_every_target_keeps_control": {"ok": all(oks), **neg},
     }
 
 
