@@ -87,6 +87,13 @@ def test_text_and_uploads():
     assert check_value(upload, {"path": "/tmp/x.json", "orig_name": "x.json"}) == "/tmp/x.json"
     assert check_value(upload, None) is None
     _rejects(upload, {"orig_name": "x.json"}, "uploaded file")
+    files = gr.File(label="Downloads", file_count="multiple")
+    assert check_value(files, [{"path": "/tmp/a.csv"}, {"path": "/tmp/b.html"}]) == [
+        "/tmp/a.csv",
+        "/tmp/b.html",
+    ]
+    _rejects(files, {"path": "/tmp/a.csv"}, "uploaded file")
+    _rejects(upload, [{"path": "/tmp/a.csv"}], "uploaded file")
 
 
 def test_a_long_rejected_value_is_cut():
@@ -202,3 +209,16 @@ def test_every_control_starts_at_a_value_it_accepts(page):
         for component in block_fn.inputs:
             if isinstance(component, (gr.Slider, gr.Number)) and component.value is not None:
                 check_value(component, component.value)
+
+
+def test_a_picker_whose_choices_an_event_changes_takes_any_name(page):
+    """The run picker of the Merge tab lists this user's runs: '3' is no start choice."""
+    pickers = [
+        c
+        for fn in page.fns.values()
+        for c in fn.inputs
+        if isinstance(c, gr.Dropdown) and c.label == "Downloads of run"
+    ]
+    assert pickers
+    event = next(fn for fn in page.fns.values() if pickers[0] in fn.inputs)
+    assert event.fn("3", {"3": ["/tmp/run3/run_config.json"]}) == ["/tmp/run3/run_config.json"]

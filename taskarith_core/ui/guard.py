@@ -126,14 +126,19 @@ def _many_of(component: gr.CheckboxGroup, value: Any, dynamic: bool) -> list[Any
     return list(value)
 
 
-def _file_path(component: Any, value: Any) -> str | None:
-    """An upload arrives as Gradio's file record; callbacks take its path on the server."""
+def _file_path(component: Any, value: Any) -> str | list[str] | None:
+    """Files arrive as Gradio's file records (already checked to lie in its upload cache);
+    callbacks take their paths on the server, a list of them for a multi-file control."""
     if value is None:
         return None
-    path = value.get("path") if isinstance(value, dict) else value
-    if not isinstance(path, str) or not path:
+    many = getattr(component, "file_count", "single") != "single"
+    records = value if many and isinstance(value, list) else [value]
+    if many != isinstance(value, list):
+        records = [None]
+    paths = [record.get("path") if isinstance(record, dict) else None for record in records]
+    if not all(isinstance(path, str) and path for path in paths):
         raise InputError(f"{control_name(component)} needs an uploaded file")
-    return path
+    return paths if many else paths[0]
 
 
 def check_value(component: Any, value: Any, dynamic: bool = False) -> Any:
@@ -203,6 +208,20 @@ def _status_of(block_fn: Any, blocks: dict, tabs: dict[int, Any], fallback: Any)
     return next(iter(found.values())) if len(found) == 1 and None not in found else fallback
 
 
+def _updated_choices(demo: gr.Blocks) -> list[Any]:
+    """Choice controls an event may give new choices (a run picker listing this user's runs):
+    their choices differ per user, so only their values' types are checked here. Run-config
+    uploads only set values (and the task pickers' choices, which are dynamic anyway)."""
+    kinds = (gr.Radio, gr.Dropdown, gr.CheckboxGroup)
+    return [
+        component
+        for block_fn in demo.fns.values()
+        if not any(event == "upload" for _, event in block_fn.targets)
+        for component in block_fn.outputs
+        if isinstance(component, kinds)
+    ]
+
+
 def guard_events(
     demo: gr.Blocks, status_lines: dict[Any, Any], page_status: Any, dynamic: Collection[Any]
 ) -> None:
@@ -213,6 +232,7 @@ def guard_events(
     when the first succeeded, so one mistake raises one sentence.
     """
     tabs = {id(tab): line for tab, line in status_lines.items()}
+    dynamic = [*dynamic, *_updated_choices(demo)]
     for block_fn in demo.fns.values():
         if block_fn.fn is None:
             continue
