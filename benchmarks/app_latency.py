@@ -156,7 +156,9 @@ def merge_latencies(source: dict, tasks: list[str]) -> None:
     again, _ = _timed(merge_tab.run_merge, cfg, [])
     _row("  the same run again (references cached)", again, 3.0, cpu=CPU_SECONDS["last"])
     ta, cpu = _median_of(
-        lambda lam: merge_tab.run_merge(merge_cfg("task_arithmetic", {"lam": lam}), [], False),
+        lambda lam: merge_tab.run_merge(
+            merge_cfg("task_arithmetic", {"lam": lam}), [], references=False
+        ),
         (0.15, 0.25, 0.35, 0.45),
     )
     _row(
@@ -167,7 +169,8 @@ def merge_latencies(source: dict, tasks: list[str]) -> None:
         cpu=cpu,
     )
     sta, cpu = _median_of(
-        lambda p: merge_tab.run_merge(merge_cfg("sta", {"p": p}), [], False), (0.2, 0.45, 0.95)
+        lambda p: merge_tab.run_merge(merge_cfg("sta", {"p": p}), [], references=False),
+        (0.2, 0.45, 0.95),
     )
     _row(
         "merge + evaluate all tasks (STA, new p)",

@@ -239,7 +239,7 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
             gallery = gr.Gallery(
                 label="Target test images: prediction before -> after (\u2713 right, \u2717 wrong)",
                 columns=6,
-                height="auto",
+                height="fit-content",  # as tall as its rows: no empty band, no cut row
                 allow_preview=False,
                 object_fit="contain",
                 elem_id="forget-gallery",

@@ -210,7 +210,7 @@ def build_masks_tab(source_state: gr.State, task_names: list[str]) -> dict[str, 
             gallery = gr.Gallery(
                 label="Mask of each task (white = kept; caption: share kept)",
                 columns=4,
-                height="auto",
+                height="fit-content",  # as tall as its rows: no empty band, no cut row
                 object_fit="contain",
                 allow_preview=False,
                 elem_id="masks-gallery",
