@@ -123,7 +123,7 @@ def test_no_page_message_repeats_a_file_the_user_pointed_at(served, canary_files
         config.write_text(json.dumps({"source": "manifest", "manifest": str(path)}))
         for uploaded in (path, config):
             with pytest.raises(gr.Error) as raised:
-                upload({"path": str(uploaded), "orig_name": uploaded.name})
+                upload({"path": str(uploaded), "orig_name": uploaded.name}, None)
             messages.append(raised.value.message)
     assert len(messages) == 3 * len(canary_files)
     for message in messages:

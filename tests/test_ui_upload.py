@@ -128,3 +128,17 @@ def test_a_config_naming_a_task_the_source_lacks_changes_nothing(sources):
     ):
         with pytest.raises(InputError, match="nothing was changed"):
             config_updates(cfg, [cfg.tasks], [by_id["merge-tasks"]], state, status, pickers)
+
+
+def test_an_uploaded_config_runs_on_the_page_device(sources, tmp_path):
+    """A config written on a GPU machine is not refused on a CPU-only page (nor does it pick
+    the server's GPU): the upload keeps the device the page computes on."""
+    zoo, _ = sources
+    page = build_page(zoo)
+    state, status, pickers, by_id = _page_parts(page)
+    upload = next(fn for fn in page.fns.values() if fn.targets and fn.targets[0][1] == "upload")
+    path = tmp_path / "gpu_run.json"
+    path.write_text(config_from_source(zoo, device="cuda:7", tasks=["task0", "task1"]).to_json())
+    updates = upload.fn({"path": str(path), "orig_name": path.name}, dict(zoo))
+    assert updates[state]["device"] == "cpu"
+    assert updates[by_id["merge-tasks"]]["value"] == ["task0", "task1"]

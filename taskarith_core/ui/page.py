@@ -20,7 +20,7 @@ from .forget_tab import build_forget_tab, forget_controls_from_config
 from .guard import guard_events
 from .masks_tab import build_masks_tab, update_iou, update_masks
 from .merge_tab import build_merge_tab, controls_from_config
-from .upload import config_source, read_uploaded_config
+from .upload import config_source, on_this_server, read_uploaded_config
 
 __all__ = [
     "build_page",
@@ -56,6 +56,8 @@ def zoo_paradigm_labels(source: dict[str, Any]) -> list[tuple[str, str]]:
         return list(PARADIGM_LABELS)
     labels = [(label, value) for label, value in PARADIGM_LABELS if value in have]
     return labels or list(PARADIGM_LABELS)
+
+
 #: Enter in a number box (a slider's included) commits the value like leaving the box does, so a
 #: typed p redraws the masks at once (their sliders redraw on release, not at every drag step)
 ENTER_COMMITS = (
@@ -239,11 +241,11 @@ def _wire_upload(parts: dict, from_config, state: Any, status: Any, pickers: dic
     )
 
     @user_errors
-    def on_upload(path):
-        cfg = read_uploaded_config(path)
+    def on_upload(path, current):
+        cfg = on_this_server(read_uploaded_config(path), current)
         return config_updates(cfg, from_config(cfg), controls, state, status, pickers)
 
-    parts["upload"].upload(on_upload, parts["upload"], outputs, api_visibility="private")
+    parts["upload"].upload(on_upload, [parts["upload"], state], outputs, api_visibility="private")
 
 
 def _optional_tabs(source_state: gr.State, names: list[str], lines: dict) -> dict[str, list]:

@@ -8,6 +8,7 @@ control changes, so the page never shows a half-applied config.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..errors import InputError, quote
 from ..runconfig import RunConfig
 from .common import DEFAULT_SOURCE, explorer
 
-__all__ = ["MAX_CONFIG_BYTES", "config_source", "read_uploaded_config"]
+__all__ = ["MAX_CONFIG_BYTES", "config_source", "on_this_server", "read_uploaded_config"]
 
 #: a run config the page writes is about 600 bytes; anything past 1 MB is not one
 MAX_CONFIG_BYTES = 1_000_000
@@ -47,6 +48,14 @@ def read_uploaded_config(path: Any) -> RunConfig:
             f"is a JSON text; {_USE_OURS}"
         )
     return RunConfig.from_json(text)
+
+
+def on_this_server(cfg: RunConfig, current: dict[str, Any] | None) -> RunConfig:
+    """The config on the device this page computes on: a config written where a GPU was (or
+    naming another GPU) must not be refused here, nor pick the server's hardware; the numbers
+    do not depend on it."""
+    device = (current or {}).get("device") or DEFAULT_SOURCE["device"]
+    return dataclasses.replace(cfg, device=device)
 
 
 def config_source(cfg: RunConfig) -> tuple[dict[str, Any], list[str], Any]:
