@@ -31,6 +31,16 @@ def _sum(taus: Sequence[torch.Tensor]) -> torch.Tensor:
     return total
 
 
+def _svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD; in float64 when LAPACK's divide-and-conquer does not converge (a projected
+    matrix with many equal, near-zero singular values can make it fail)."""
+    try:
+        return torch.linalg.svd(matrix, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+        return u.to(matrix.dtype), s.to(matrix.dtype), vh.to(matrix.dtype)
+
+
 def iso_c_matrix(taus: Sequence[torch.Tensor]) -> torch.Tensor:
     """sigma_bar U V^T of the summed task vectors of one weight matrix (Eq. 7)."""
     u, s, vh = torch.linalg.svd(_sum(taus), full_matrices=False)
@@ -47,8 +57,8 @@ def iso_cts_matrix(taus: Sequence[torch.Tensor], common: float) -> torch.Tensor:
     u_c, s_c, vh_c = u[:, :n_common], s[:n_common], vh[:n_common, :]
     u_all, s_all, vh_all = torch.zeros_like(u), torch.zeros_like(s), torch.zeros_like(vh)
     for index, tau in enumerate(taus):
-        specific = tau - u_c @ (u_c.T @ tau)  # project the common subspace out (Eq. 9)
-        u_t, s_t, vh_t = torch.linalg.svd(specific, full_matrices=False)
+        specific = tau - (u_c @ u_c.T) @ tau  # project the common subspace out (Eq. 9)
+        u_t, s_t, vh_t = _svd(specific)
         span = slice(index * per_task, (index + 1) * per_task)
         u_all[:, span], s_all[span], vh_all[span, :] = (
             u_t[:, :per_task],
