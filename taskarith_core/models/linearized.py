@@ -13,6 +13,7 @@ the same module trains the linearised model.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 
 import torch
@@ -26,6 +27,8 @@ __all__ = ["LINEARIZED_PARADIGMS", "LinearizedTower", "is_linearized", "lineariz
 
 #: paradigms whose checkpoints are evaluated (and merged) in the linearised model
 LINEARIZED_PARADIGMS = ("linearized", "l-lora")
+#: one jvp at a time in a process (see linearized_forward)
+_JVP_LOCK = threading.Lock()
 
 
 def is_linearized(paradigm: str | None) -> bool:
@@ -51,13 +54,17 @@ def linearized_forward(
     def run(*params: torch.Tensor) -> torch.Tensor:
         return functional_call(module, {**buffers, **dict(zip(names, params))}, (images,))
 
-    fast = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no forward AD
-    try:  # and neither has the flash kernel of scaled_dot_product_attention: use the math one
-        with sdpa_kernel(SDPBackend.MATH):
-            out, change = jvp(run, primals, tangents)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fast)
+    # forward AD's level and the attention fast-path switch are process-wide, not per thread:
+    # two threads evaluating linearised towers at once (the xi grid's workers) would leave a
+    # level or the switch to each other, so one jvp runs at a time
+    with _JVP_LOCK:
+        fast = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel has no forward AD
+        try:  # and neither has the flash kernel of scaled_dot_product_attention: use the math one
+            with sdpa_kernel(SDPBackend.MATH):
+                out, change = jvp(run, primals, tangents)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast)
     return out + change
 
 
