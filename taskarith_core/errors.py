@@ -14,7 +14,9 @@ As a last guard every message is cut to :data:`MESSAGE_LIMIT` characters.
 
 from __future__ import annotations
 
-__all__ = ["MESSAGE_LIMIT", "QUOTE_LIMIT", "InputError", "describe", "quote"]
+import re
+
+__all__ = ["MESSAGE_LIMIT", "QUOTE_LIMIT", "InputError", "describe", "file_key", "quote"]
 
 #: characters of one quoted user value
 QUOTE_LIMIT = 80
@@ -28,6 +30,19 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     if len(text) > limit:
         text = text[: max(0, limit - 3)] + "..."
     return repr(text)
+
+
+#: what a tensor name in a checkpoint looks like (dotted identifiers); anything else is not shown
+_TENSOR_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
+
+
+def file_key(key: object, position: int) -> str:
+    """A tensor name read from a checkpoint, fit to show: the name when it is a plain dotted
+    identifier (what every checkpoint holds), else only its position, so a file that merely
+    parses as a checkpoint cannot print arbitrary text through its keys."""
+    if isinstance(key, str) and _TENSOR_NAME.fullmatch(key):
+        return repr(key)
+    return f"number {position + 1}"
 
 
 def describe(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, file_key
 
 __all__ = [
     "StateDict",
@@ -32,17 +32,17 @@ def check_same_layout(
     check_dtype: bool = True,
 ) -> None:
     """Refuse two state dicts whose keys, shapes or dtypes differ, naming the first difference."""
-    missing = [k for k in reference if k not in other]
+    missing = [(i, k) for i, k in enumerate(reference) if k not in other]
     if missing:
         raise InputError(
-            f"{other_name}: key {missing[0]!r} of {ref_name} is missing ({len(missing)} missing "
-            "in all); both must be checkpoints of the same architecture"
+            f"{other_name}: key {file_key(missing[0][1], missing[0][0])} of {ref_name} is missing "
+            f"({len(missing)} missing in all); both must be checkpoints of the same architecture"
         )
-    extra = [k for k in other if k not in reference]
+    extra = [(i, k) for i, k in enumerate(other) if k not in reference]
     if extra:
         raise InputError(
-            f"{other_name}: key {extra[0]!r} is not in {ref_name} ({len(extra)} extra in all); "
-            "both must be checkpoints of the same architecture"
+            f"{other_name}: key {file_key(extra[0][1], extra[0][0])} is not in {ref_name} "
+            f"({len(extra)} extra in all); both must be checkpoints of the same architecture"
         )
     for key, ref in reference.items():
         got = other[key]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from taskarith_core.errors import MESSAGE_LIMIT, InputError, describe, quote
+from taskarith_core.errors import MESSAGE_LIMIT, InputError, describe, file_key, quote
 
 PACKAGE = Path(__file__).resolve().parents[1] / "taskarith_core"
 
@@ -62,3 +62,20 @@ def test_no_message_formats_a_caught_exception():
                 if _formats(node, handler.name):
                     offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert offenders == []
+
+
+def test_a_checkpoints_odd_key_is_named_by_position_only():
+    """Tensor names are shown when they look like tensor names; any other text in a key (a file
+    that merely parses as a checkpoint) is replaced by its position."""
+    import torch
+
+    from taskarith_core.taskvec import check_same_layout
+
+    assert file_key("visual.conv1.weight", 0) == "'visual.conv1.weight'"
+    assert file_key("secret line: do not print", 4) == "number 5"
+    reference = {"a.weight": torch.zeros(2)}
+    with pytest.raises(InputError) as caught:
+        check_same_layout(
+            reference, {"a.weight": torch.zeros(2), "password = hunter2": torch.zeros(1)}
+        )
+    assert "hunter2" not in str(caught.value) and "number 2" in str(caught.value)

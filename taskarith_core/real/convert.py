@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, file_key
 from ..io import PICKLE_SUFFIXES, load_state_dict, save_state_dict
 from ..keys import VISUAL_PREFIX
 from ..models.clip import check_compatible
@@ -124,7 +124,7 @@ def from_hf(state: Mapping[str, torch.Tensor], source: str | Path = "") -> dict[
     state = _hf_bare_vision(_strip_wrappers(state))
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
+    for position, (key, value) in enumerate(state.items()):
         if key.endswith(_HF_IGNORED):
             continue
         if key in _HF_SINGLE:
@@ -136,7 +136,8 @@ def from_hf(state: Mapping[str, torch.Tensor], source: str | Path = "") -> dict[
         match = _HF_LAYER.match(key)
         if match is None:
             raise InputError(
-                f"{source}: key {key!r} is not a transformers CLIP key this converter knows; "
+                f"{source}: key {file_key(key, position)} is not a transformers CLIP key this "
+                "converter knows; "
                 "pass --format open_clip if the file uses open_clip names"
             )
         tower, index, rest = match.groups()
@@ -146,7 +147,10 @@ def from_hf(state: Mapping[str, torch.Tensor], source: str | Path = "") -> dict[
             continue
         mapped = _hf_block_key(tower, index, rest)
         if mapped is None:
-            raise InputError(f"{source}: key {key!r} has no open_clip counterpart; check the file")
+            raise InputError(
+                f"{source}: key {file_key(key, position)} has no open_clip counterpart; "
+                "check the file"
+            )
         out[mapped] = value
     for (tower, index, kind), parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
