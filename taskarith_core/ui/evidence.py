@@ -67,7 +67,9 @@ def mark_references(figure: go.Figure, references: pd.DataFrame) -> go.Figure:
             "thickness": 1.5,
             "width": 4,
         }
-    for model, colour in ((_TA, "#2ca02c"), (_RANDOM, "#9467bd")):
+    # the two labels sit at opposite corners of their lines so that close means stay readable
+    placed = ((_TA, "#2ca02c", "top left"), (_RANDOM, "#9467bd", "bottom right"))
+    for model, colour, corner in placed:
         if model not in rows.index:
             continue
         for col, column in ((1, "mean"), (2, "mean normalised")):
@@ -77,11 +79,19 @@ def mark_references(figure: go.Figure, references: pd.DataFrame) -> go.Figure:
                 line={"dash": "dash", "color": colour, "width": 1.5},
                 annotation_text=f"{model.split(',')[0]} {value:.2f}",
                 annotation_font_size=10,
-                annotation_position="top left",
+                annotation_position=corner,
                 row=1,
                 col=col,
             )
     return figure
+
+
+#: the paired verdict "the run is better than this reference" in plain words
+_VERDICT_WORDS = {
+    "holds": "the run is better",
+    "does not hold": "the run is worse",
+    "cannot tell": "cannot tell them apart",
+}
 
 
 def interval_markdown(references: pd.DataFrame) -> str:
@@ -95,8 +105,8 @@ def interval_markdown(references: pd.DataFrame) -> str:
         note = f"; {row['note']}" if row["note"] else ""
         lines.append(
             f"- {row['model']}: {row['mean normalised']:.2f} {row['normalised 95% interval']}"
-            f"{note}; run minus it "
-            f"{row['run minus it (normalised)']}: **{row['verdict: run better?']}**"
+            f"{note}; run minus it {row['run minus it (normalised)']}: "
+            f"**{_VERDICT_WORDS.get(row['verdict: run better?'], row['verdict: run better?'])}**"
         )
     return "\n".join(lines)
 
