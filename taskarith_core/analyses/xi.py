@@ -296,7 +296,24 @@ def disentanglement_grid(
     cached = frame is not None
     if cached:
         progress(grid.points + 1, grid.points + 1, "cached")
-    elif on == "head" and (executor is not LOCAL or (journal is not None and workers == 1)):
+    else:
+        frame = _fresh_frame(
+            source, tasks, pre, vectors, grid, distance, samples, seed, split, device,
+            progress, batch_size, workers, on, executor, journal,
+        )  # fmt: skip
+    if use_cache and not cached:
+        save_cached_frame(frame, "xi", key, cache_dir)
+    meta = {"task1": task1, "task2": task2, "label": label or source.name, "distance": distance}
+    return frame.assign(**meta)[[*meta, "alpha1", "alpha2", "xi", "xi_task1", "xi_task2"]]
+
+
+def _fresh_frame(
+    source, tasks, pre, vectors, grid, distance, samples, seed, split, device,
+    progress, batch_size, workers, on, executor, journal,
+) -> pd.DataFrame:  # fmt: skip
+    """The grid computed now: row units on an executor (or journaled for --resume), else the
+    threaded local grid."""
+    if on == "head" and (executor is not LOCAL or (journal is not None and workers == 1)):
         from .xi_units import XiContext, xi_on_executor
 
         ctx = XiContext(
@@ -312,28 +329,23 @@ def disentanglement_grid(
             alphas=grid.alphas(),
             distance=distance,
         )
-        frame = xi_on_executor(ctx, executor, journal, progress)
-    else:
-        frame = _compute_grid(
-            source,
-            tasks,
-            pre,
-            vectors,
-            grid,
-            distance,
-            samples,
-            seed,
-            split,
-            device,
-            progress,
-            batch_size,
-            workers,
-            on,
-        )
-    if use_cache and not cached:
-        save_cached_frame(frame, "xi", key, cache_dir)
-    meta = {"task1": task1, "task2": task2, "label": label or source.name, "distance": distance}
-    return frame.assign(**meta)[[*meta, "alpha1", "alpha2", "xi", "xi_task1", "xi_task2"]]
+        return xi_on_executor(ctx, executor, journal, progress)
+    return _compute_grid(
+        source,
+        tasks,
+        pre,
+        vectors,
+        grid,
+        distance,
+        samples,
+        seed,
+        split,
+        device,
+        progress,
+        batch_size,
+        workers,
+        on,
+    )
 
 
 def _compute_grid(
