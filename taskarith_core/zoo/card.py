@@ -196,15 +196,23 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def card_markdown(card: dict) -> str:
     """The card as markdown tables (what ``zoo info`` prints and the README quotes)."""
-    p = card["paradigms"]
-    tasks = list(p["full"]["per_task"])
     lines = ["# Embedded zoo card (measured; test split, hyperparameters chosen on val)", ""]
+    lines += _merge_lines(card["paradigms"]) + disentanglement_markdown(card)
+    lines += _checks_and_claims_lines(card)
+    for note in card.get("notes", []):
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def _merge_lines(p: dict) -> list[str]:
+    """Fine-tuned accuracy per task, then the addition and negation tables of every paradigm."""
+    tasks = list(p["full"]["per_task"])
     header = ["task", "zero-shot", *(f"FT {name}" for name in p)]
     rows = [
         [t, p["full"]["per_task"][t]["zeroshot"], *(p[n]["per_task"][t]["finetuned"] for n in p)]
         for t in tasks
     ]
-    lines += _table(header, rows) + ["", "## Task addition (all tasks merged)", ""]
+    lines = _table(header, rows) + ["", "## Task addition (all tasks merged)", ""]
     rows = [
         [name, m, v["param"], v["value"], v["accuracy"], v["normalised"]]
         for name in p
@@ -216,22 +224,13 @@ def card_markdown(card: dict) -> str:
         "## Task negation (target tasks; value chosen on val where control >= 95% of zero-shot)",
         "",
     ]
+    keys = ("target", "target_zeroshot", "target_ratio", "control", "control_zeroshot")
     rows = [
-        [
-            name,
-            m,
-            v["target"],
-            v["target_zeroshot"],
-            v["target_ratio"],
-            v["control"],
-            v["control_zeroshot"],
-            v["control_ratio"],
-            v.get("control_ratio_per_target"),
-            _kept(v),
-        ]
+        [name, m, *(v[k] for k in keys), v["control_ratio"], v.get("control_ratio_per_target"),
+         _kept(v)]
         for name in p
         for m, v in p[name]["negation"].items()
-    ]
+    ]  # fmt: skip
     header = [
         "paradigm",
         "method",
@@ -244,8 +243,12 @@ def card_markdown(card: dict) -> str:
         "mean of ratios",
         "targets keeping 95% on test",
     ]
-    lines += _table(header, rows) + disentanglement_markdown(card)
-    lines += ["", "## Sanity checks of the zoo", ""]
+    return lines + _table(header, rows)
+
+
+def _checks_and_claims_lines(card: dict) -> list[str]:
+    """The sanity checks, then the papers' claims with how they were decided."""
+    lines = ["", "## Sanity checks of the zoo", ""]
     for name, check in card["checks"].items():
         detail = ", ".join(f"{k}={v}" for k, v in check.items() if k != "ok")
         lines.append(f"- {name}: **{'pass' if check['ok'] else 'FAIL'}** ({detail})")
@@ -264,9 +267,7 @@ def card_markdown(card: dict) -> str:
         detail = ", ".join(f"{k}={v}" for k, v in claim.items() if k not in skip)
         verdict = claim.get("verdict") or ("holds" if claim["holds"] else "does not hold")
         lines.append(f"- {name}: **{verdict}** ({detail})")
-    for note in card.get("notes", []):
-        lines += ["", note]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 #: what the zoo covers; docs/zoo.md records how it was tuned
