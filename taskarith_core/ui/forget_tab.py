@@ -197,56 +197,70 @@ def forget_controls_from_config(cfg: RunConfig) -> list[Any]:
     ]
 
 
+def _forget_inputs(task_names: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """The left column: the task, the method and its visible controls, and the buttons."""
+    target = gr.Dropdown(
+        task_names,
+        value=task_names[0] if task_names else None,
+        label="Task to forget",
+        elem_id="forget-target",
+    )
+    method = gr.Radio(NEGATE_LABELS, value="task_arithmetic", label="Method")
+    shown = _visible("task_arithmetic")
+    importance = gr.Dropdown(
+        IMPORTANCE_LABELS, value="lp", label="Importance (STA)", visible=shown[0]
+    )
+    lam = gr.Slider(
+        0,
+        2,
+        value=0.5,
+        step=0.05,
+        label="lambda (TA)",
+        elem_id="forget-lam",
+        visible=shown[1],
+    )
+    p = gr.Slider(0, 1, value=0.9, step=0.01, label="Quantile p (STA)", visible=shown[2])
+    samples = gr.Slider(1, 256, value=32, step=1, label="Ns", visible=shown[3])
+    seed = gr.Number(0, precision=0, label="Seed")
+    max_samples = gr.Number(
+        PAGE_EVAL_SAMPLES, precision=0, label="Evaluation images per task (0 = all)"
+    )
+    run = gr.Button("Forget", variant="primary", elem_id="forget-run")
+    sweep = gr.Button("Sweep lambda / p")
+    upload = gr.UploadButton(
+        "Load run config (JSON)", file_types=[".json"], elem_id="forget-upload"
+    )
+    controls = [target, method, importance, lam, p, samples, seed, max_samples]
+    return controls, {"run": run, "sweep": sweep, "upload": upload}
+
+
+def _forget_outputs() -> tuple[Any, ...]:
+    """The right column: summary, before/after table, gallery, sweep curve and downloads."""
+    summary = gr.Markdown(elem_id="forget-summary")
+    table = gr.Dataframe(
+        label="Before (theta_pre) and after", elem_id="forget-table", interactive=False
+    )
+    gallery = gr.Gallery(
+        label="Target test images: prediction before -> after (\u2713 right, \u2717 wrong)",
+        columns=6,
+        height="fit-content",  # as tall as its rows: no empty band, no cut row
+        allow_preview=False,
+        object_fit="contain",
+        elem_id="forget-gallery",
+    )
+    curve = gr.Plot(label="Sweep: target and control accuracy")
+    files = gr.File(label="Downloads", file_count="multiple")
+    return summary, table, gallery, curve, files
+
+
 def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str, Any]:
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            target = gr.Dropdown(
-                task_names,
-                value=task_names[0] if task_names else None,
-                label="Task to forget",
-                elem_id="forget-target",
-            )
-            method = gr.Radio(NEGATE_LABELS, value="task_arithmetic", label="Method")
-            shown = _visible("task_arithmetic")
-            importance = gr.Dropdown(
-                IMPORTANCE_LABELS, value="lp", label="Importance (STA)", visible=shown[0]
-            )
-            lam = gr.Slider(
-                0,
-                2,
-                value=0.5,
-                step=0.05,
-                label="lambda (TA)",
-                elem_id="forget-lam",
-                visible=shown[1],
-            )
-            p = gr.Slider(0, 1, value=0.9, step=0.01, label="Quantile p (STA)", visible=shown[2])
-            samples = gr.Slider(1, 256, value=32, step=1, label="Ns", visible=shown[3])
-            seed = gr.Number(0, precision=0, label="Seed")
-            max_samples = gr.Number(
-                PAGE_EVAL_SAMPLES, precision=0, label="Evaluation images per task (0 = all)"
-            )
-            run = gr.Button("Forget", variant="primary", elem_id="forget-run")
-            sweep = gr.Button("Sweep lambda / p")
-            upload = gr.UploadButton(
-                "Load run config (JSON)", file_types=[".json"], elem_id="forget-upload"
-            )
+            controls, buttons = _forget_inputs(task_names)
         with gr.Column(scale=2):
-            summary = gr.Markdown(elem_id="forget-summary")
-            table = gr.Dataframe(
-                label="Before (theta_pre) and after", elem_id="forget-table", interactive=False
-            )
-            gallery = gr.Gallery(
-                label="Target test images: prediction before -> after (\u2713 right, \u2717 wrong)",
-                columns=6,
-                height="fit-content",  # as tall as its rows: no empty band, no cut row
-                allow_preview=False,
-                object_fit="contain",
-                elem_id="forget-gallery",
-            )
-            curve = gr.Plot(label="Sweep: target and control accuracy")
-            files = gr.File(label="Downloads", file_count="multiple")
-    controls = [target, method, importance, lam, p, samples, seed, max_samples]
+            summary, table, gallery, curve, files = _forget_outputs()
+    target, method, importance, lam, p, samples = controls[:6]
+    run, sweep = buttons["run"], buttons["sweep"]
     method.change(
         lambda m: [gr.update(visible=v) for v in _visible(m)],
         method,
@@ -274,4 +288,4 @@ def build_forget_tab(source_state: gr.State, task_names: list[str]) -> dict[str,
 
     sweep.click(on_sweep, [source_state, *controls], [curve, files], api_name="forget_sweep")
     # the run-config upload is wired by the page: it may switch the source of every tab
-    return {"target": target, "controls": controls, "run": run, "upload": upload}
+    return {"target": target, "controls": controls, "run": run, "upload": buttons["upload"]}
