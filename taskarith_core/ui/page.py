@@ -66,9 +66,11 @@ ENTER_COMMITS = (
     " event.target.blur(); });</script>"
 )
 INTRO = (
-    "## Merge explorer\nMerge CLIP task vectors with STA, TaLoS masks, task arithmetic, TIES, "
-    "DARE or Consensus; see which parameters each task keeps; forget a task. Every run can be "
-    "downloaded as a run config and reproduced with `python -m taskarith_core run --config`."
+    "## Merge explorer\nMerge CLIP task vectors with STA, TaLoS masks or the papers' baselines "
+    "(task arithmetic, averaging, TIES, DARE, Consensus, PCB, Breadcrumbs, TSV-M, Iso-C/CTS, "
+    "AdaMerging), each run beside its references with 95% intervals; see which parameters each "
+    "task keeps; forget a task; compare paradigms' disentanglement. Every run can be downloaded "
+    "as a run config and reproduced with `python -m taskarith_core run --config`."
 )
 
 
