@@ -3,14 +3,13 @@
 Starts ``python app.py`` (the shipped zoo when it is there, else the miniature zoo), ticks tasks,
 moves p, presses Run, checks that the numbers on the page equal what ``python -m taskarith_core
 run --config`` prints for the run config the page offers for download, runs a forgetting demo
-and saves a screenshot (to docs/screenshot.png when TASKARITH_UPDATE_SCREENSHOT=1).
+and saves a screenshot (the README's screenshots come from the layout tests).
 Never runs ``playwright install``: install chromium with ``apt-get install -y chromium``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -175,9 +174,6 @@ def test_merge_in_the_browser_matches_the_cli(browser_page, tmp_path):
     screenshot = tmp_path / "screenshot.png"
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
-    if os.environ.get("TASKARITH_UPDATE_SCREENSHOT") == "1":
-        (REPO / "docs").mkdir(exist_ok=True)
-        shutil.copy(screenshot, REPO / "docs" / "screenshot.png")
 
 
 def test_forgetting_demo_in_the_browser(browser_page):

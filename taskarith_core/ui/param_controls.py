@@ -41,7 +41,8 @@ def slider_range(param: Param) -> tuple[float, float, float] | None:
 
 def param_control(param: Param, value: Any, elem_id: str, visible: bool = True) -> Any:
     """The Gradio component that edits ``param``, starting at ``value``."""
-    label = f"{param.name} ({param.symbol})" if param.symbol else param.name
+    shown = param.symbol and param.symbol != param.name
+    label = f"{param.name} ({param.symbol})" if shown else param.name
     common = {"label": label, "info": param.help, "elem_id": elem_id, "visible": visible}
     if param.kind == "choice":
         return gr.Dropdown(list(param.choices), value=value, **common)
