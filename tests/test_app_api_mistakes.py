@@ -4,7 +4,6 @@ answer is a sentence that names the control, and no answer repeats a file the us
 from __future__ import annotations
 
 import json
-import socket
 
 import gradio as gr
 import pytest
@@ -12,42 +11,15 @@ from conftest import CANARY
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from app import MAX_UPLOAD
-from taskarith_core.service.sources import clear_explorers, register_source
-from taskarith_core.ui.common import config_from_source
 from taskarith_core.ui.guard import control_name
-from taskarith_core.ui.page import build_page
-from tests.tiny_source import make_tiny_source
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.served_page import serve_tiny_page
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(client, page) of the page served as ``python app.py`` serves it."""
-    root = tmp_path_factory.mktemp("tiny_api")
-    settings = {"source": "zoo", "paradigm": "full", "zoo_root": str(root), "device": "cpu"}
-    register_source(config_from_source(settings), make_tiny_source(root, n_tasks=3))
-    demo = build_page(settings)
-    demo.queue(default_concurrency_limit=2)
-    port = _free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        show_error=True,
-        max_file_size=MAX_UPLOAD,
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TASKARITH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False), demo
-    demo.close()
-    clear_explorers()
+    with serve_tiny_page(tmp_path_factory, "tiny_api", concurrency=2) as (url, demo, _settings):
+        yield Client(url, verbose=False), demo
 
 
 def _wrong(component) -> list:

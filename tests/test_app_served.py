@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,35 +9,18 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from taskarith_core.service.sources import clear_explorers, explorer_for, register_source
+from taskarith_core.service.sources import explorer_for
 from taskarith_core.ui import merge_tab
 from taskarith_core.ui.common import config_from_source
-from taskarith_core.ui.page import build_page
-from tests.tiny_source import make_tiny_source
+from tests.served_page import serve_tiny_page
 
 TASKS = ["task0", "task1", "task2"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_served")
-    settings = {"source": "zoo", "paradigm": "full", "zoo_root": str(root), "device": "cpu"}
-    register_source(config_from_source(settings), make_tiny_source(root, n_tasks=3))
-    demo = build_page(settings)
-    demo.queue(default_concurrency_limit=4)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TASKARITH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield f"http://127.0.0.1:{port}/", settings
-    demo.close()
-    clear_explorers()
+    with serve_tiny_page(tmp_path_factory, "tiny_served", concurrency=4) as (url, _demo, settings):
+        yield url, settings
 
 
 def _merge_args(method: str = "task_arithmetic", lam: float = 0.3, tasks=TASKS, p: float = 0.5):
